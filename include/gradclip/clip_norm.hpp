@@ -1,0 +1,123 @@
+// gradclip: clipping by norm (PyTorch's clip_grad_norm_ and clip_grads_with_norm_).
+//
+//   coefficient = max_norm / (total_norm + eps), clamped to 1
+//   every buffer is scaled by the coefficient when it is < 1; when it is 1 nothing
+//   is written at all (PyTorch always multiplies).
+#ifndef GRADCLIP_CLIP_NORM_HPP
+#define GRADCLIP_CLIP_NORM_HPP
+
+#include <utility>
+
+#include "buffer.hpp"
+#include "errors.hpp"
+#include "norm.hpp"
+#include "detail/float_bits.hpp"
+#include "detail/group_ops.hpp"
+#include "detail/validate.hpp"
+
+namespace gradclip {
+
+// What to do when the total norm is NaN or infinite.
+enum class nonfinite {
+  propagate,  // exactly PyTorch: a NaN norm makes every element NaN; an inf norm gives
+              // coefficient 0 (finite elements become 0, infinite ones NaN)
+  error,      // throw nonfinite_error; nothing is modified
+  skip        // modify nothing; return clipped == false with the non-finite total_norm,
+              // so the caller can skip the optimizer step
+};
+
+struct clip_options {
+  double norm_type = 2.0;  // p > 0, or infinity
+  double eps = 1e-6;       // added to the norm before dividing, as PyTorch does
+  nonfinite on_nonfinite = nonfinite::propagate;
+};
+
+struct clip_result {
+  double total_norm = 0.0;  // the norm before clipping
+  double scale = 1.0;       // the factor applied; 1 when nothing was written
+  bool clipped = false;     // whether the data was scaled
+};
+
+namespace detail {
+
+inline void check_clip_options(double max_norm, const clip_options& options) {
+  check_max_norm(max_norm);
+  check_norm_type(options.norm_type);
+  check_eps(options.eps);
+}
+
+template <class G>
+clip_result clip_given_norm(G&& g, double max_norm, double total_norm, const clip_options& options) {
+  if (!is_finite(total_norm)) {
+    if (options.on_nonfinite == nonfinite::error) throw nonfinite_error(total_norm, first_nonfinite(g));
+    if (options.on_nonfinite == nonfinite::skip) return {total_norm, 1.0, false};
+  }
+  const double denominator = total_norm + options.eps;
+  // A zero norm with eps = 0 would give 0/0: the data is all zeros, nothing to do.
+  if (denominator == 0.0) return {total_norm, 1.0, false};
+  const double coefficient = max_norm / denominator;
+  if (coefficient >= 1.0) return {total_norm, 1.0, false};
+  scale_all(g, coefficient);  // coefficient < 1, or NaN under nonfinite::propagate
+  return {total_norm, coefficient, true};
+}
+
+}  // namespace detail
+
+// Scales the whole group so that its norm is at most max_norm; returns the norm
+// before clipping. Throws std::invalid_argument (max_norm < 0 or NaN, norm_type <= 0
+// or NaN, eps < 0 or not finite) and nonfinite_error before modifying anything.
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, double max_norm, const clip_options& options = {}) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_clip_options(max_norm, options);
+  const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options.norm_type));
+  return detail::clip_given_norm(group, max_norm, total, options);
+}
+
+// The same for one buffer.
+template <class Buffer>
+clip_result clip_by_norm(Buffer&& x, double max_norm, const clip_options& options = {}) {
+  static_assert(is_buffer_v<Buffer>,
+                "gradclip::clip_by_norm takes one buffer; use gradclip::clip_by_global_norm for a group");
+  return clip_by_global_norm(std::forward<Buffer>(x), max_norm, options);
+}
+
+// The scaling step alone, for a total norm computed elsewhere (another pass, other
+// ranks): PyTorch's clip_grads_with_norm_. options.norm_type is not used. Under
+// nonfinite::error, tensor_index() is npos when no buffer here is non-finite.
+template <class Group>
+clip_result clip_with_norm(Group&& group, double max_norm, double total_norm, const clip_options& options = {}) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::clip_with_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_clip_options(max_norm, options);
+  if (!detail::is_nan(total_norm) && total_norm < 0.0) {
+    throw std::invalid_argument("gradclip: total_norm must be >= 0, got " + detail::number_text(total_norm));
+  }
+  return detail::clip_given_norm(group, max_norm, total_norm, options);
+}
+
+// A fixed clipping configuration for a training loop:
+//   gradclip::norm_clipper clip(1.0);   ...   auto r = clip(grads);
+class norm_clipper {
+ public:
+  explicit norm_clipper(double max_norm, const clip_options& options = {}) : max_norm_(max_norm), options_(options) {
+    detail::check_clip_options(max_norm, options);
+  }
+
+  template <class Group>
+  clip_result operator()(Group&& group) const {
+    return clip_by_global_norm(std::forward<Group>(group), max_norm_, options_);
+  }
+
+  double max_norm() const noexcept { return max_norm_; }
+  const clip_options& options() const noexcept { return options_; }
+
+ private:
+  double max_norm_;
+  clip_options options_;
+};
+
+}  // namespace gradclip
+
+#endif  // GRADCLIP_CLIP_NORM_HPP

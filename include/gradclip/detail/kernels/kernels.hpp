@@ -1,0 +1,292 @@
+// gradclip kernels: the narrow interface every norm, clip and clamp goes through.
+//
+//   partial_norm(view, spec)  -> norm_partial  (sum of |x|^p, or max |x|, range-safe)
+//   scale(view, c)                              (x *= c, skipped by callers when c == 1)
+//   clamp(view, lo, hi)                         (NaN preserved)
+//   has_nonfinite(view)                         (NaN or +-inf present)
+//
+// Everything above this layer calls these; nothing above loops over elements.
+//
+// Summation: a buffer is cut into blocks of block_size elements; each block is
+// summed in lane_count double lanes (lanes.hpp), the lanes are reduced in a fixed
+// tree, and block sums are added with Neumaier compensation, chunk by chunk.
+// Every rounding is therefore fixed by the data alone: the same input gives the
+// same bits on every call, for any alignment of the data.
+//
+// Range: float, half and bfloat16 are squared in double, which cannot overflow or
+// underflow for any finite input. For double input (and |x|^p with general p) the
+// fast pass checks its result and, only when it may have overflowed or lost
+// precision to underflow, recomputes with every element scaled by a power of two
+// chosen from max |x|, so the partial is exact-range for any finite input.
+#ifndef GRADCLIP_DETAIL_KERNELS_KERNELS_HPP
+#define GRADCLIP_DETAIL_KERNELS_KERNELS_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "../element.hpp"
+#include "../float_bits.hpp"
+#include "../view.hpp"
+#include "lanes.hpp"
+
+namespace gradclip::detail::kernels {
+
+inline constexpr std::size_t block_size = 4096;  // elements summed in lanes before a reduction
+inline constexpr std::size_t stage_size = 512;   // staging buffer for 16-bit and strided data
+
+enum class norm_kind { l1, l2, linf, lp };
+
+// Which norm: p = norm_type; kind picks the specialised kernel.
+struct norm_spec {
+  norm_kind kind;
+  double p;
+
+  static norm_spec from(double norm_type) noexcept {
+    if (norm_type == 1.0) return {norm_kind::l1, 1.0};
+    if (norm_type == 2.0) return {norm_kind::l2, 2.0};
+    if (is_inf(norm_type)) return {norm_kind::linf, norm_type};
+    return {norm_kind::lp, norm_type};
+  }
+};
+
+// One buffer's contribution to a norm. For finite p: norm^p = scale^p * sum, where
+// scale is a power of two (1 unless the range-safe pass was needed). For L-inf:
+// sum holds max |x| and scale is 1. A NaN or infinite sum marks a non-finite input.
+struct norm_partial {
+  double scale = 1.0;
+  double sum = 0.0;
+};
+
+// Neumaier's compensated sum. value() of a non-finite sum is that sum: the
+// compensation term of an infinity is NaN and must not leak into the result.
+struct compensated_sum {
+  double sum = 0.0;
+  double comp = 0.0;
+
+  void add(double v) noexcept {
+    const double t = sum + v;
+    if (std::fabs(sum) >= std::fabs(v)) {
+      comp += (sum - t) + v;
+    } else {
+      comp += (v - t) + sum;
+    }
+    sum = t;
+  }
+  double value() const noexcept { return is_finite(sum) ? sum + comp : sum; }
+};
+
+// Accumulates the terms of `count` elements at `src` (stride `stride`) into the
+// lanes, reading them as Compute (float or double).
+template <class Compute, class T>
+void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff_t stride, const norm_spec& spec,
+                      double scale) noexcept {
+  auto run = [&](const Compute* x, std::size_t n) {
+    switch (spec.kind) {
+      case norm_kind::l1:
+        scale == 1.0 ? accumulate<term::abs, false>(acc, x, n, 1.0) : accumulate<term::abs, true>(acc, x, n, scale);
+        break;
+      case norm_kind::l2:
+        scale == 1.0 ? accumulate<term::square, false>(acc, x, n, 1.0)
+                     : accumulate<term::square, true>(acc, x, n, scale);
+        break;
+      default:
+        accumulate_pow(acc, x, n, scale, spec.p);
+        break;
+    }
+  };
+  if constexpr (std::is_same_v<T, Compute>) {
+    if (stride == 1) {
+      run(src, count);
+      return;
+    }
+  }
+  // 16-bit or strided data: decode into a small contiguous stage. Stages are whole
+  // multiples of lane_count, so every element keeps the lane it would have had.
+  Compute stage[stage_size];
+  for (std::size_t done = 0; done < count;) {
+    const std::size_t n = std::min(stage_size, count - done);
+    for (std::size_t i = 0; i < n; ++i) {
+      stage[i] = element_traits<T>::to_compute(src[static_cast<std::ptrdiff_t>(done + i) * stride]);
+    }
+    run(stage, n);
+    done += n;
+  }
+}
+
+// Sum of the terms of one segment: blocks of lanes, compensated across blocks.
+template <class T>
+double segment_sum(const T* x, std::size_t n, std::ptrdiff_t stride, const norm_spec& spec, double scale) noexcept {
+  using compute = typename element_traits<T>::compute_type;
+  compensated_sum total;
+  for (std::size_t b = 0; b < n; b += block_size) {
+    double acc[lane_count] = {};
+    accumulate_terms<compute>(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block_size, n - b), stride,
+                              spec, scale);
+    total.add(reduce_lanes(acc));
+  }
+  return total.value();
+}
+
+inline double max_abs_value(const float* x, std::size_t n) noexcept {
+  return static_cast<double>(float_from_bits(max_abs_bits(x, n)));
+}
+inline double max_abs_value(const double* x, std::size_t n) noexcept { return double_from_bits(max_abs_bits(x, n)); }
+
+// max |x| of one segment, as a double; NaN if any element is NaN.
+template <class T>
+double segment_max_abs(const T* x, std::size_t n, std::ptrdiff_t stride) noexcept {
+  using compute = typename element_traits<T>::compute_type;
+  if constexpr (std::is_same_v<T, compute>) {
+    if (stride == 1) return max_abs_value(x, n);
+  }
+  compute stage[stage_size];
+  double m = 0.0;
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t k = std::min(stage_size, n - done);
+    for (std::size_t i = 0; i < k; ++i) {
+      stage[i] = element_traits<T>::to_compute(x[static_cast<std::ptrdiff_t>(done + i) * stride]);
+    }
+    const double s = max_abs_value(stage, k);
+    m = (is_nan(s) || s > m) ? s : m;
+    if (is_nan(m)) break;
+    done += k;
+  }
+  return m;
+}
+
+template <class T, class F>
+void for_each_segment(const strided_view<T>& v, F&& f) {
+  for (std::size_t k = 0; k < v.outer_size; ++k) f(v.segment(k), v.inner_size, v.inner_stride);
+}
+
+template <class T>
+double max_abs(const strided_view<const T>& v) noexcept {
+  double m = 0.0;
+  for_each_segment(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
+    const double s = segment_max_abs(x, n, stride);
+    m = (is_nan(s) || is_nan(m) || s > m) ? (is_nan(m) ? m : s) : m;
+  });
+  return m;
+}
+
+template <class T>
+double view_sum(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
+  if (v.outer_size == 1) return segment_sum(v.data, v.inner_size, v.inner_stride, spec, scale);
+  compensated_sum total;
+  for_each_segment(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
+    total.add(segment_sum(x, n, stride, spec, scale));
+  });
+  return total.value();
+}
+
+// Could the fast pass have overflowed, or lost precision to underflow? Only double
+// input, and general p, can: float-range values squared in double cannot.
+template <class T>
+bool needs_scaled_pass(double sum, std::size_t n, const norm_spec& spec) noexcept {
+  using compute = typename element_traits<T>::compute_type;
+  const bool narrow = std::is_same_v<compute, float>;
+  if (narrow && spec.kind != norm_kind::lp) return false;
+  if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let max |x| tell which
+  if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
+  // Each term that fell below DBL_MIN was rounded by at most 2^-1075; keep that
+  // below 2^-75 of the sum.
+  return sum < static_cast<double>(n) * 0x1p-1000;
+}
+
+template <class T>
+norm_partial partial_norm(const strided_view<const T>& v, const norm_spec& spec) noexcept {
+  const std::size_t n = v.size();
+  if (n == 0) return {};
+  if (spec.kind == norm_kind::linf) return {1.0, max_abs(v)};
+  const double fast = view_sum(v, spec, 1.0);
+  if (!needs_scaled_pass<T>(fast, n, spec)) return {1.0, fast};
+  const double m = max_abs(v);
+  if (!is_finite(m)) return {1.0, m};  // NaN or inf input (an overflow would have a finite max)
+  if (m == 0.0) return {};
+  // Scale by 2^-e with max |x| * 2^-e in [0.5, 1); e is clamped so 2^-e stays finite.
+  const int e = std::clamp(std::ilogb(m) + 1, -1021, 1023);
+  return {std::ldexp(1.0, e), view_sum(v, spec, std::ldexp(1.0, -e))};
+}
+
+// ---- writes -------------------------------------------------------------------
+
+// Smallest coefficient a float multiply applies with full relative precision:
+// below it the float coefficient would be subnormal and the norm bound lost.
+inline constexpr double min_float_coefficient = 0x1p-102;
+
+template <class T>
+void scale_segment(T* x, std::size_t n, std::ptrdiff_t stride, double c) noexcept {
+  if constexpr (std::is_same_v<T, double>) {
+    if (stride == 1) {
+      kernels::scale<double>(x, n, c);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) x[static_cast<std::ptrdiff_t>(i) * stride] *= c;
+    }
+  } else if constexpr (std::is_same_v<T, float>) {
+    const bool wide = !(c >= min_float_coefficient);
+    if (stride == 1) {
+      wide ? scale_widened(x, n, c) : kernels::scale<float>(x, n, static_cast<float>(c));
+    } else {
+      const float cf = static_cast<float>(c);
+      for (std::size_t i = 0; i < n; ++i) {
+        float& e = x[static_cast<std::ptrdiff_t>(i) * stride];
+        e = wide ? static_cast<float>(static_cast<double>(e) * c) : e * cf;
+      }
+    }
+  } else {
+    // 16-bit: multiply in double and round once (correct rounding of x * c).
+    using traits = element_traits<T>;
+    for (std::size_t i = 0; i < n; ++i) {
+      T& e = x[static_cast<std::ptrdiff_t>(i) * stride];
+      e = traits::from_compute(static_cast<float>(static_cast<double>(traits::to_compute(e)) * c));
+    }
+  }
+}
+
+template <class T>
+void scale(const strided_view<T>& v, double c) noexcept {
+  for_each_segment(v, [c](T* x, std::size_t n, std::ptrdiff_t stride) { scale_segment(x, n, stride, c); });
+}
+
+template <class T>
+void clamp(const strided_view<T>& v, T lo, T hi) noexcept {
+  for_each_segment(v, [lo, hi](T* x, std::size_t n, std::ptrdiff_t stride) {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      if (stride == 1) {
+        kernels::clamp<T>(x, n, lo, hi);
+        return;
+      }
+    }
+    using traits = element_traits<T>;
+    const auto lo_c = traits::to_compute(lo);
+    const auto hi_c = traits::to_compute(hi);
+    for (std::size_t i = 0; i < n; ++i) {
+      T& e = x[static_cast<std::ptrdiff_t>(i) * stride];
+      const auto c = traits::to_compute(e);
+      if (c < lo_c) {
+        e = lo;
+      } else if (c > hi_c) {
+        e = hi;
+      }
+    }
+  });
+}
+
+template <class T>
+bool has_nonfinite(const strided_view<T>& v) noexcept {
+  bool found = false;
+  for_each_segment(v, [&found](T* x, std::size_t n, std::ptrdiff_t stride) {
+    for (std::size_t i = 0; i < n && !found; ++i) {
+      found = !element_traits<std::remove_const_t<T>>::is_finite(x[static_cast<std::ptrdiff_t>(i) * stride]);
+    }
+  });
+  return found;
+}
+
+}  // namespace gradclip::detail::kernels
+
+#endif  // GRADCLIP_DETAIL_KERNELS_KERNELS_HPP

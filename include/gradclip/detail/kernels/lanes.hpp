@@ -1,0 +1,217 @@
+// gradclip kernels: the element loops over contiguous float and double data.
+//
+// This is the only file with explicit SIMD. Reductions accumulate into
+// `lane_count` double lanes, element i of a run going to lane i % lane_count, so
+// the order of every floating-point operation is fixed by the data layout alone.
+// The vector path (GNU vector extension, mapped by the compiler onto SSE2, AVX2,
+// AVX-512, NEON, ...) and the portable scalar path perform the same operations
+// lane by lane, so both compute the same sums.
+#ifndef GRADCLIP_DETAIL_KERNELS_LANES_HPP
+#define GRADCLIP_DETAIL_KERNELS_LANES_HPP
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../../config.hpp"
+#include "../float_bits.hpp"
+
+namespace gradclip::detail::kernels {
+
+inline constexpr std::size_t lane_count = 32;
+
+enum class term { abs, square };
+
+#if GRADCLIP_SIMD
+// Vector types are used only inside function bodies: passing them by value would
+// make the calling convention depend on the target flags (-Wpsabi).
+typedef double vd8 __attribute__((vector_size(64)));
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf16 __attribute__((vector_size(64)));
+typedef std::uint64_t vu64x8 __attribute__((vector_size(64)));
+typedef std::int64_t vi64x8 __attribute__((vector_size(64)));
+typedef std::uint32_t vu32x16 __attribute__((vector_size(64)));
+typedef std::int32_t vi32x16 __attribute__((vector_size(64)));
+#endif
+
+// acc[i % lane_count] += term(x[i] * scale) for i in [0, n). With Scaled == false
+// the multiplication is skipped (scale must then be 1).
+template <term K, bool Scaled, class T>
+void accumulate(double* acc, const T* x, std::size_t n, double scale) noexcept {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  std::size_t i = 0;
+#if GRADCLIP_SIMD
+  vd8 a[4];
+  std::memcpy(a, acc, sizeof a);
+  for (; i + lane_count <= n; i += lane_count) {
+    vd8 v[4];
+    if constexpr (std::is_same_v<T, float>) {
+      vf8 f[4];
+      std::memcpy(f, x + i, sizeof f);
+      v[0] = __builtin_convertvector(f[0], vd8);
+      v[1] = __builtin_convertvector(f[1], vd8);
+      v[2] = __builtin_convertvector(f[2], vd8);
+      v[3] = __builtin_convertvector(f[3], vd8);
+    } else {
+      std::memcpy(v, x + i, sizeof v);
+    }
+    for (int k = 0; k < 4; ++k) {
+      if constexpr (Scaled) v[k] *= scale;
+      if constexpr (K == term::square) {
+        a[k] += v[k] * v[k];
+      } else {
+        a[k] += (vd8)((vu64x8)v[k] & 0x7fffffffffffffffULL);
+      }
+    }
+  }
+  std::memcpy(acc, a, sizeof a);
+#else
+  for (; i + lane_count <= n; i += lane_count) {
+    for (std::size_t j = 0; j < lane_count; ++j) {
+      double v = static_cast<double>(x[i + j]);
+      if constexpr (Scaled) v *= scale;
+      acc[j] += K == term::square ? v * v : std::fabs(v);
+    }
+  }
+#endif
+  for (std::size_t j = 0; i < n; ++i, ++j) {
+    double v = static_cast<double>(x[i]);
+    if constexpr (Scaled) v *= scale;
+    acc[j] += K == term::square ? v * v : std::fabs(v);
+  }
+}
+
+// acc[i % lane_count] += |x[i] * scale|^p: general p has no vector pow, but keeps
+// the lane layout so the blocking above it is shared.
+template <class T>
+void accumulate_pow(double* acc, const T* x, std::size_t n, double scale, double p) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    acc[i % lane_count] += std::pow(std::fabs(static_cast<double>(x[i]) * scale), p);
+  }
+}
+
+// Sums the lanes in a fixed pairwise order.
+inline double reduce_lanes(double* acc) noexcept {
+  for (std::size_t width = lane_count / 2; width > 0; width /= 2) {
+    for (std::size_t j = 0; j < width; ++j) acc[j] += acc[j + width];
+  }
+  return acc[0];
+}
+
+// max |x[i]| over the bit patterns: for non-negative IEEE values the integer order
+// is the numeric order, and every NaN sorts above infinity, so a NaN anywhere
+// yields a NaN. Exact, and independent of the floating-point flags.
+inline std::uint32_t max_abs_bits(const float* x, std::size_t n) noexcept {
+  std::uint32_t m = 0;
+  std::size_t i = 0;
+#if GRADCLIP_SIMD
+  vu32x16 vm[2] = {};
+  for (; i + 32 <= n; i += 32) {
+    vu32x16 b[2];
+    std::memcpy(b, x + i, sizeof b);
+    for (int k = 0; k < 2; ++k) {
+      b[k] &= 0x7fffffffu;
+      const vu32x16 gt = (vu32x16)(b[k] > vm[k]);
+      vm[k] = (vm[k] & ~gt) | (b[k] & gt);
+    }
+  }
+  for (int k = 0; k < 2; ++k)
+    for (int j = 0; j < 16; ++j) m = vm[k][j] > m ? vm[k][j] : m;
+#endif
+  for (; i < n; ++i) {
+    const std::uint32_t b = bits_of(x[i]) & 0x7fffffffu;
+    m = b > m ? b : m;
+  }
+  return m;
+}
+
+inline std::uint64_t max_abs_bits(const double* x, std::size_t n) noexcept {
+  std::uint64_t m = 0;
+  std::size_t i = 0;
+#if GRADCLIP_SIMD
+  vu64x8 vm[2] = {};
+  for (; i + 16 <= n; i += 16) {
+    vu64x8 b[2];
+    std::memcpy(b, x + i, sizeof b);
+    for (int k = 0; k < 2; ++k) {
+      b[k] &= 0x7fffffffffffffffULL;
+      const vu64x8 gt = (vu64x8)(b[k] > vm[k]);
+      vm[k] = (vm[k] & ~gt) | (b[k] & gt);
+    }
+  }
+  for (int k = 0; k < 2; ++k)
+    for (int j = 0; j < 8; ++j) m = vm[k][j] > m ? vm[k][j] : m;
+#endif
+  for (; i < n; ++i) {
+    const std::uint64_t b = bits_of(x[i]) & 0x7fffffffffffffffULL;
+    m = b > m ? b : m;
+  }
+  return m;
+}
+
+// x[i] *= c, in the element's own precision.
+template <class T>
+void scale(T* x, std::size_t n, T c) noexcept {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  std::size_t i = 0;
+#if GRADCLIP_SIMD
+  typedef T vt __attribute__((vector_size(64)));
+  constexpr std::size_t w = 64 / sizeof(T);
+  for (; i + 2 * w <= n; i += 2 * w) {
+    vt v[2];
+    std::memcpy(v, x + i, sizeof v);
+    v[0] *= c;
+    v[1] *= c;
+    std::memcpy(x + i, v, sizeof v);
+  }
+#endif
+  for (; i < n; ++i) x[i] *= c;
+}
+
+// x[i] = float(double(x[i]) * c): for coefficients too small for a float to hold
+// with full precision, where a float multiply would lose the norm bound.
+inline void scale_widened(float* x, std::size_t n, double c) noexcept {
+  std::size_t i = 0;
+#if GRADCLIP_SIMD
+  for (; i + 8 <= n; i += 8) {
+    vf8 f;
+    std::memcpy(&f, x + i, sizeof f);
+    vd8 d = __builtin_convertvector(f, vd8);
+    d *= c;
+    f = __builtin_convertvector(d, vf8);
+    std::memcpy(x + i, &f, sizeof f);
+  }
+#endif
+  for (; i < n; ++i) x[i] = static_cast<float>(static_cast<double>(x[i]) * c);
+}
+
+// x[i] = min(max(x[i], lo), hi), leaving NaN as it is (both comparisons are false).
+template <class T>
+void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  std::size_t i = 0;
+#if GRADCLIP_SIMD
+  typedef T vt __attribute__((vector_size(64)));
+  typedef std::conditional_t<std::is_same_v<T, float>, vu32x16, vu64x8> vbits;
+  const vt vlo = vt{} + lo;
+  const vt vhi = vt{} + hi;
+  for (; i + 64 / sizeof(T) <= n; i += 64 / sizeof(T)) {
+    vt v;
+    std::memcpy(&v, x + i, sizeof v);
+    const vbits below = (vbits)(v < vlo);
+    const vbits above = (vbits)(v > vhi);
+    const vbits r = ((vbits)v & ~(below | above)) | ((vbits)vlo & below) | ((vbits)vhi & above);
+    std::memcpy(x + i, &r, sizeof r);
+  }
+#endif
+  for (; i < n; ++i) {
+    const T v = x[i];
+    x[i] = v < lo ? lo : (v > hi ? hi : v);
+  }
+}
+
+}  // namespace gradclip::detail::kernels
+
+#endif  // GRADCLIP_DETAIL_KERNELS_LANES_HPP

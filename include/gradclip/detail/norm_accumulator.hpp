@@ -1,0 +1,79 @@
+// gradclip internals: combining per-buffer partials into one total norm, in group
+// order. This is the step distributed training repeats across ranks.
+#ifndef GRADCLIP_DETAIL_NORM_ACCUMULATOR_HPP
+#define GRADCLIP_DETAIL_NORM_ACCUMULATOR_HPP
+
+#include <cmath>
+#include <limits>
+
+#include "float_bits.hpp"
+#include "kernels/kernels.hpp"
+
+namespace gradclip::detail {
+
+class norm_accumulator {
+ public:
+  explicit norm_accumulator(const kernels::norm_spec& spec) noexcept : spec_(spec) {}
+
+  void add(const kernels::norm_partial& part) noexcept {
+    if (is_nan(part.sum)) {
+      nan_ = true;
+    } else if (is_inf(part.sum)) {
+      inf_ = true;
+    } else if (spec_.kind == kernels::norm_kind::linf) {
+      max_ = part.sum > max_ ? part.sum : max_;
+    } else if (part.sum != 0.0) {
+      if (sum_.sum == 0.0) {
+        scale_ = part.scale;  // the first contribution sets the scale
+        sum_ = {};
+      } else if (part.scale > scale_) {  // move the running sum onto the larger scale
+        const double f = power(scale_ / part.scale);
+        sum_.sum *= f;
+        sum_.comp *= f;
+        scale_ = part.scale;
+      }
+      sum_.add(part.scale == scale_ ? part.sum : part.sum * power(part.scale / scale_));
+    }
+  }
+
+  // The norm of everything added: NaN if any input was NaN, else inf if any was
+  // infinite (as PyTorch's sum of |x|^p gives), else scale * sum^(1/p).
+  double total() const noexcept {
+    if (nan_) return std::numeric_limits<double>::quiet_NaN();
+    if (inf_) return std::numeric_limits<double>::infinity();
+    if (spec_.kind == kernels::norm_kind::linf) return max_;
+    const double s = sum_.value();
+    switch (spec_.kind) {
+      case kernels::norm_kind::l1:
+        return scale_ * s;
+      case kernels::norm_kind::l2:
+        return scale_ * std::sqrt(s);
+      default:
+        return scale_ * std::pow(s, 1.0 / spec_.p);
+    }
+  }
+
+ private:
+  // ratio^p for a ratio of two powers of two (exact for p = 1 and 2).
+  double power(double ratio) const noexcept {
+    switch (spec_.kind) {
+      case kernels::norm_kind::l1:
+        return ratio;
+      case kernels::norm_kind::l2:
+        return ratio * ratio;
+      default:
+        return std::pow(ratio, spec_.p);
+    }
+  }
+
+  kernels::norm_spec spec_;
+  kernels::compensated_sum sum_;
+  double scale_ = 1.0;
+  double max_ = 0.0;
+  bool nan_ = false;
+  bool inf_ = false;
+};
+
+}  // namespace gradclip::detail
+
+#endif  // GRADCLIP_DETAIL_NORM_ACCUMULATOR_HPP

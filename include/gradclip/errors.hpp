@@ -1,0 +1,50 @@
+// gradclip: the exceptions the library throws.
+#ifndef GRADCLIP_ERRORS_HPP
+#define GRADCLIP_ERRORS_HPP
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+#include "detail/float_bits.hpp"
+
+namespace gradclip {
+
+// Thrown by the nonfinite::error policy when the total norm is NaN or infinite.
+// Nothing has been modified when it is thrown.
+class nonfinite_error : public std::runtime_error {
+ public:
+  // Returned by tensor_index() when no buffer of the group holds a non-finite
+  // value (a norm computed elsewhere, e.g. on another rank, was non-finite).
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  nonfinite_error(double total_norm, std::size_t tensor_index)
+      : std::runtime_error(make_message(total_norm, tensor_index)),
+        total_norm_(total_norm),
+        tensor_index_(tensor_index) {}
+
+  // The non-finite total norm that triggered the error.
+  double total_norm() const noexcept { return total_norm_; }
+  // Index, in group order, of the first buffer holding a NaN or an infinity; npos if none.
+  std::size_t tensor_index() const noexcept { return tensor_index_; }
+
+ private:
+  static std::string make_message(double total_norm, std::size_t index) {
+    std::string msg = "gradclip: the total norm of the gradients is ";
+    msg += detail::is_nan(total_norm) ? "NaN" : (total_norm > 0 ? "inf" : "-inf");
+    if (index == npos) {
+      msg += " (no buffer of this group holds a non-finite value; the norm was given by the caller)";
+    } else {
+      msg += "; buffer " + std::to_string(index) + " is the first that holds a non-finite value";
+    }
+    msg += "; nothing was modified";
+    return msg;
+  }
+
+  double total_norm_;
+  std::size_t tensor_index_;
+};
+
+}  // namespace gradclip
+
+#endif  // GRADCLIP_ERRORS_HPP

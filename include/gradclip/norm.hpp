@@ -1,0 +1,36 @@
+// gradclip: norms of a buffer and of a group.
+//
+// norm_type is any p > 0 (1, 2, 3.5, ...) or std::numeric_limits<double>::infinity()
+// for max |x|. Results are double whatever the element type: sums are accumulated
+// in double lanes with compensation across blocks, and an automatic rescaled pass
+// keeps them free of overflow and underflow for any finite input. A NaN anywhere
+// gives NaN; otherwise an infinity gives inf (PyTorch's results).
+#ifndef GRADCLIP_NORM_HPP
+#define GRADCLIP_NORM_HPP
+
+#include "buffer.hpp"
+#include "detail/group_ops.hpp"
+#include "detail/validate.hpp"
+
+namespace gradclip {
+
+// The norm of all buffers of a group taken as one vector. An empty group has norm 0.
+// Throws std::invalid_argument if norm_type is not > 0.
+template <class Group>
+double global_norm(const Group& group, double norm_type = 2.0) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_norm_type(norm_type);
+  return detail::total_norm(group, detail::kernels::norm_spec::from(norm_type));
+}
+
+// The norm of one buffer. Throws std::invalid_argument if norm_type is not > 0.
+template <class Buffer>
+double norm(const Buffer& x, double norm_type = 2.0) {
+  static_assert(is_buffer_v<Buffer>, "gradclip::norm takes one buffer; use gradclip::global_norm for a group");
+  return global_norm(x, norm_type);
+}
+
+}  // namespace gradclip
+
+#endif  // GRADCLIP_NORM_HPP
