@@ -61,16 +61,8 @@ struct sixteen_bit_traits {
   static constexpr bool supported = true;
   using compute_type = float;
 
-  static std::uint16_t bits(T x) noexcept {
-    std::uint16_t u;
-    std::memcpy(&u, &x, sizeof u);
-    return u;
-  }
-  static T from_bits(std::uint16_t u) noexcept {
-    T x;
-    std::memcpy(&x, &u, sizeof u);
-    return x;
-  }
+  static std::uint16_t bits(T x) noexcept { return Eigen::numext::bit_cast<std::uint16_t>(x); }
+  static T from_bits(std::uint16_t u) noexcept { return Eigen::numext::bit_cast<T>(u); }
   static bool is_finite(T x) noexcept { return (bits(x) & ExponentMask) != ExponentMask; }
   static T next_up(T x) noexcept {
     const std::uint16_t u = bits(x);

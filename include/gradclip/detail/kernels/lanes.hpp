@@ -195,8 +195,11 @@ void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
 #if GRADCLIP_SIMD
   typedef T vt __attribute__((vector_size(64)));
   typedef std::conditional_t<std::is_same_v<T, float>, vu32x16, vu64x8> vbits;
-  const vt vlo = vt{} + lo;
-  const vt vhi = vt{} + hi;
+  vt vlo, vhi;  // broadcast by element: vt{} + lo would turn a -0 bound into +0
+  for (std::size_t k = 0; k < 64 / sizeof(T); ++k) {
+    vlo[k] = lo;
+    vhi[k] = hi;
+  }
   for (; i + 64 / sizeof(T) <= n; i += 64 / sizeof(T)) {
     vt v;
     std::memcpy(&v, x + i, sizeof v);

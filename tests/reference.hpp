@@ -1,0 +1,104 @@
+// Independent reference arithmetic for the tests: long double, element by element,
+// with no code shared with the library.
+#ifndef GRADCLIP_TESTS_REFERENCE_HPP
+#define GRADCLIP_TESTS_REFERENCE_HPP
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+namespace ref {
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+// Element -> long double, through Eigen's own conversions for the 16-bit types.
+template <class T>
+long double value(T x) {
+  if constexpr (std::is_same_v<T, Eigen::half> || std::is_same_v<T, Eigen::bfloat16>) {
+    return static_cast<long double>(static_cast<float>(x));
+  } else {
+    return static_cast<long double>(x);
+  }
+}
+
+template <class T>
+T from_double(double v) {
+  if constexpr (std::is_same_v<T, Eigen::half> || std::is_same_v<T, Eigen::bfloat16>) {
+    return T(static_cast<float>(v));
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+// Pairwise sum: the reference's own rounding stays far below the tolerances.
+inline long double pairwise(const long double* x, std::size_t n) {
+  if (n <= 8) {
+    long double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += x[i];
+    return s;
+  }
+  return pairwise(x, n / 2) + pairwise(x + n / 2, n - n / 2);
+}
+
+// ||x||_p of the values, long double throughout; NaN if any NaN, else inf if any inf.
+inline long double norm(const std::vector<long double>& x, double p) {
+  bool has_nan = false, has_inf = false;
+  for (long double v : x) {
+    has_nan = has_nan || std::isnan(v);
+    has_inf = has_inf || std::isinf(v);
+  }
+  if (has_nan) return std::numeric_limits<long double>::quiet_NaN();
+  if (has_inf) return std::numeric_limits<long double>::infinity();
+  if (std::isinf(p)) {
+    long double m = 0;
+    for (long double v : x) m = std::max(m, std::fabs(v));
+    return m;
+  }
+  std::vector<long double> t(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) t[i] = std::pow(std::fabs(x[i]), static_cast<long double>(p));
+  const long double s = pairwise(t.data(), t.size());
+  return std::pow(s, 1.0L / static_cast<long double>(p));
+}
+
+template <class T>
+std::vector<long double> values(const T* x, std::size_t n) {
+  std::vector<long double> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = value(x[i]);
+  return v;
+}
+
+inline double rel_err(double got, long double want) {
+  if (want == 0) return got == 0 ? 0.0 : inf;
+  return static_cast<double>(std::fabs((static_cast<long double>(got) - want) / want));
+}
+
+// Same bits, NaN == NaN.
+template <class T>
+bool same_bits(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+// Deterministic values of mixed sign and magnitude.
+template <class T>
+std::vector<T> random_values(std::size_t n, std::uint64_t seed, double scale = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::vector<T> v(n);
+  for (auto& e : v) {
+    const double u = static_cast<double>(rng() >> 11) * 0x1p-53;  // [0, 1)
+    const double mag = std::ldexp(u + 0.5, static_cast<int>(rng() % 9) - 4);
+    e = from_double<T>((rng() & 1) ? scale * mag : -scale * mag);
+  }
+  return v;
+}
+
+}  // namespace ref
+
+#endif
