@@ -276,3 +276,71 @@ TEST_CASE("clip_by_norm clips one buffer by its own norm", "[clip]") {
   CHECK(v(0) == Approx(0.6).epsilon(1e-15));
   CHECK(v(1) == Approx(0.8).epsilon(1e-15));
 }
+
+TEST_CASE("clip_coefficient gives clip_by_global_norm's decision and writes nothing", "[clip][coefficient]") {
+  auto g = make_group<float>({100, 7}, 1200, 10.0);
+  const auto copy = g;
+  const auto c = gradclip::clip_coefficient(g, 1.0);
+  CHECK(same_bits(g, copy));
+  CHECK(c.clipped);
+  const auto r = gradclip::clip_by_global_norm(g, 1.0);
+  CHECK(ref::same_bits(c.total_norm, r.total_norm));
+  CHECK(ref::same_bits(c.scale, r.scale));
+  const auto none = gradclip::clip_coefficient(g, 1e9);
+  CHECK_FALSE(none.clipped);
+  CHECK(none.scale == 1.0);
+  g[0][3] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(gradclip::clip_coefficient(g, 1.0, {2.0, 1e-6, gradclip::nonfinite::error}),
+                  gradclip::nonfinite_error);
+  CHECK_FALSE(gradclip::clip_coefficient(g, 1.0, {2.0, 1e-6, gradclip::nonfinite::skip}).clipped);
+  CHECK(std::isnan(gradclip::clip_coefficient(g, 1.0).scale));
+  CHECK_THROWS_AS(gradclip::clip_coefficient(g, -1.0), std::invalid_argument);
+}
+
+TEMPLATE_TEST_CASE("clip_each_by_norm clips every buffer by its own norm", "[clip][each]", float, double, Eigen::half) {
+  using T = TestType;
+  auto g = make_group<T>({0, 10, 300, 5000}, 1300, 4.0);
+  const auto before = g;
+  const std::vector<double> limits{1.0, 2.0, 1e9, 3.0};
+  const auto results = gradclip::clip_each_by_norm(g, limits, {2.0, 0.0, gradclip::nonfinite::propagate});
+  REQUIRE(results.size() == 4);
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const long double want = ref::norm(ref::values(before[i].data(), before[i].size()), 2.0);
+    INFO("buffer " << i);
+    CHECK(ref::rel_err(results[i].total_norm, want) <= 1e-13);
+    CHECK(results[i].clipped == (want > limits[i]));
+    const double after = gradclip::norm(g[i]);
+    if (results[i].clipped) {
+      CHECK(after == Approx(limits[i]).epsilon(std::is_same_v<T, Eigen::half> ? 1e-3 : 1e-6));
+    } else {
+      CHECK(std::memcmp(g[i].data(), before[i].data(), g[i].size() * sizeof(T)) == 0);
+    }
+  }
+  // One limit for all (Keras clipnorm).
+  auto h = make_group<T>({20, 30}, 1400, 4.0);
+  for (const auto& r : gradclip::clip_each_by_norm(h, 0.5)) CHECK(r.clipped);
+  for (const auto& b : h) CHECK(gradclip::norm(b) == Approx(0.5).epsilon(std::is_same_v<T, Eigen::half> ? 1e-3 : 1e-6));
+}
+
+TEST_CASE("clip_each_by_norm checks every limit first and honours the error policy", "[clip][each][errors]") {
+  auto g = make_group<float>({10, 10, 10}, 1500, 4.0);
+  const auto copy = g;
+  CHECK_THROWS_AS(gradclip::clip_each_by_norm(g, std::vector<double>{1.0, 1.0}), std::invalid_argument);
+  CHECK_THROWS_AS(gradclip::clip_each_by_norm(g, std::vector<double>{1.0, -1.0, 1.0}), std::invalid_argument);
+  CHECK_THROWS_AS(gradclip::clip_each_by_norm(g, ref::nan), std::invalid_argument);
+  CHECK(same_bits(g, copy));
+  g[2][4] = std::numeric_limits<float>::infinity();
+  const auto copy2 = g;
+  try {
+    gradclip::clip_each_by_norm(g, 0.1, {2.0, 1e-6, gradclip::nonfinite::error});
+    FAIL("no exception");
+  } catch (const gradclip::nonfinite_error& e) {
+    CHECK(e.tensor_index() == 2);
+  }
+  CHECK(same_bits(g, copy2));  // buffers 0 and 1 were not clipped either
+  const auto skipped = gradclip::clip_each_by_norm(g, 0.1, {2.0, 1e-6, gradclip::nonfinite::skip});
+  CHECK(skipped[0].clipped);
+  CHECK(skipped[1].clipped);
+  CHECK_FALSE(skipped[2].clipped);
+  CHECK(std::isinf(skipped[2].total_norm));
+}

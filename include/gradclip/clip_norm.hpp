@@ -6,7 +6,13 @@
 #ifndef GRADCLIP_CLIP_NORM_HPP
 #define GRADCLIP_CLIP_NORM_HPP
 
+#include <cstddef>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "buffer.hpp"
 #include "errors.hpp"
@@ -46,8 +52,10 @@ inline void check_clip_options(double max_norm, const clip_options& options) {
   check_eps(options.eps);
 }
 
+// The clipping decision for a total norm, without writing: scale is the
+// coefficient to apply (1 when none is), clipped whether one is.
 template <class G>
-clip_result clip_given_norm(G&& g, double max_norm, double total_norm, const clip_options& options) {
+clip_result decide(const G& g, double max_norm, double total_norm, const clip_options& options) {
   if (!is_finite(total_norm)) {
     if (options.on_nonfinite == nonfinite::error) throw nonfinite_error(total_norm, first_nonfinite(g));
     if (options.on_nonfinite == nonfinite::skip) return {total_norm, 1.0, false};
@@ -57,8 +65,14 @@ clip_result clip_given_norm(G&& g, double max_norm, double total_norm, const cli
   if (denominator == 0.0) return {total_norm, 1.0, false};
   const double coefficient = max_norm / denominator;
   if (coefficient >= 1.0) return {total_norm, 1.0, false};
-  scale_all(g, coefficient);  // coefficient < 1, or NaN under nonfinite::propagate
-  return {total_norm, coefficient, true};
+  return {total_norm, coefficient, true};  // coefficient < 1, or NaN under nonfinite::propagate
+}
+
+template <class G>
+clip_result clip_given_norm(G&& g, double max_norm, double total_norm, const clip_options& options) {
+  const clip_result r = decide(g, max_norm, total_norm, options);
+  if (r.clipped) scale_all(g, r.scale);
+  return r;
 }
 
 }  // namespace detail
@@ -95,6 +109,71 @@ clip_result clip_with_norm(Group&& group, double max_norm, double total_norm, co
     throw std::invalid_argument("gradclip: total_norm must be >= 0, got " + detail::number_text(total_norm));
   }
   return detail::clip_given_norm(group, max_norm, total_norm, options);
+}
+
+// The norm and the coefficient clip_by_global_norm would apply, writing nothing:
+// for folding the scale into an optimizer step (multiply the gradient by r.scale
+// as it is read). r.clipped says whether a coefficient other than 1 applies. The
+// same arguments, checks and policies as clip_by_global_norm.
+template <class Group>
+clip_result clip_coefficient(const Group& group, double max_norm, const clip_options& options = {}) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::clip_coefficient: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_clip_options(max_norm, options);
+  const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options.norm_type));
+  return detail::decide(group, max_norm, total, options);
+}
+
+// Clips every buffer of a group by its own norm (Keras' clipnorm): max_norms is one
+// limit for all, or a range with one limit per buffer. Returns one result per
+// buffer, in group order. Under propagate and skip each buffer is measured and
+// scaled while it is in cache; under error every norm is computed first, so a
+// non-finite buffer anywhere throws before any buffer is written.
+// Throws std::invalid_argument (a bad limit, or as many limits as buffers is not
+// the case) before modifying anything.
+template <class Group, class MaxNorms>
+std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_norms,
+                                           const clip_options& options = {}) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::clip_each_by_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  std::size_t count = 0;
+  detail::for_each_buffer(group, [&count](std::size_t, const auto&) { ++count; });
+  auto limit = [&](std::size_t i) -> double {
+    if constexpr (std::is_arithmetic_v<MaxNorms>) {
+      (void)i;
+      return static_cast<double>(max_norms);
+    } else {
+      return static_cast<double>(*std::next(std::begin(max_norms), static_cast<std::ptrdiff_t>(i)));
+    }
+  };
+  if constexpr (!std::is_arithmetic_v<MaxNorms>) {
+    const auto limits = static_cast<std::size_t>(std::distance(std::begin(max_norms), std::end(max_norms)));
+    if (limits != count) {
+      throw std::invalid_argument("gradclip::clip_each_by_norm: " + std::to_string(limits) + " limits for " +
+                                  std::to_string(count) + " buffers");
+    }
+  }
+  for (std::size_t i = 0; i < count; ++i) detail::check_max_norm(limit(i));
+  detail::check_norm_type(options.norm_type);
+  detail::check_eps(options.eps);
+
+  const auto spec = detail::kernels::norm_spec::from(options.norm_type);
+  std::vector<clip_result> results(count);
+  if (options.on_nonfinite == nonfinite::error) {
+    detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
+      const double total = detail::total_norm(v, spec);
+      if (!detail::is_finite(total)) throw nonfinite_error(total, i);
+      results[i] = detail::decide(v, limit(i), total, options);
+    });
+    detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
+      if (results[i].clipped) detail::scale_all(v, results[i].scale);
+    });
+  } else {
+    detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
+      results[i] = detail::clip_given_norm(v, limit(i), detail::total_norm(v, spec), options);
+    });
+  }
+  return results;
 }
 
 // A fixed clipping configuration for a training loop:

@@ -16,8 +16,28 @@ namespace gradclip::detail {
 template <class View>
 using view_element_t = std::remove_pointer_t<decltype(std::declval<View>().data)>;
 
+// The norm of a whole group. One fast pass sums the terms of every buffer into
+// shared lanes. Only when a buffer type or p that can leave double's range is
+// present, and the sum says it may have (overflow, or underflow losing precision),
+// is the group summed again buffer by buffer with the range-safe scaled partials.
 template <class G>
 double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
+  if (spec.kind == kernels::norm_kind::linf) {
+    norm_accumulator acc(spec);
+    for_each_buffer(g, [&](std::size_t, const auto& v) { acc.add({1.0, kernels::max_abs(to_const(v))}); });
+    return acc.total();
+  }
+  kernels::sum_accumulator fast;
+  std::size_t count = 0;
+  bool checked = false;
+  for_each_buffer(g, [&](std::size_t, const auto& v) {
+    using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
+    checked = checked || kernels::range_checked<T>(spec);
+    count += v.size();
+    fast.add(to_const(v), spec, 1.0);
+  });
+  const double sum = fast.finish();
+  if (!checked || !kernels::needs_scaled_pass(sum, count, spec)) return norm_accumulator::root(sum, spec);
   norm_accumulator acc(spec);
   for_each_buffer(g, [&](std::size_t, const auto& v) { acc.add(kernels::partial_norm(to_const(v), spec)); });
   return acc.total();

@@ -42,14 +42,18 @@ class norm_accumulator {
     if (nan_) return std::numeric_limits<double>::quiet_NaN();
     if (inf_) return std::numeric_limits<double>::infinity();
     if (spec_.kind == kernels::norm_kind::linf) return max_;
-    const double s = sum_.value();
-    switch (spec_.kind) {
+    return scale_ * root(sum_.value(), spec_);
+  }
+
+  // sum^(1/p)
+  static double root(double sum, const kernels::norm_spec& spec) noexcept {
+    switch (spec.kind) {
       case kernels::norm_kind::l1:
-        return scale_ * s;
+        return sum;
       case kernels::norm_kind::l2:
-        return scale_ * std::sqrt(s);
+        return std::sqrt(sum);
       default:
-        return scale_ * std::pow(s, 1.0 / spec_.p);
+        return std::pow(sum, 1.0 / spec.p);
     }
   }
 

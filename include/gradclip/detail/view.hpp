@@ -173,11 +173,19 @@ struct group_kind<X, std::enable_if_t<!is_buffer_v<X> && !is_tuple_like<X>::valu
 template <class X>
 inline constexpr bool is_group_v = group_kind<plain_t<X>>::value != 0;
 
-// Calls f(index, view) for each buffer in group order. A single buffer is a group of one.
+template <class X>
+struct is_strided_view : std::false_type {};
+template <class T>
+struct is_strided_view<strided_view<T>> : std::true_type {};
+
+// Calls f(index, view) for each buffer in group order. A single buffer (or an
+// internal view of one) is a group of one.
 template <class G, class F>
 void for_each_buffer(G&& g, F&& f) {
   using P = plain_t<G>;
-  if constexpr (is_buffer_v<P>) {
+  if constexpr (is_strided_view<P>::value) {
+    f(std::size_t{0}, g);
+  } else if constexpr (is_buffer_v<P>) {
     auto&& b = unwrap(g);
     f(std::size_t{0}, as_view(b));
   } else if constexpr (group_kind<P>::value == 2) {

@@ -7,11 +7,14 @@
 //
 // Everything above this layer calls these; nothing above loops over elements.
 //
-// Summation: a buffer is cut into blocks of block_size elements; each block is
+// Summation: a segment is cut into blocks of block_size elements; each block is
 // summed in lane_count double lanes (lanes.hpp), the lanes are reduced in a fixed
-// tree, and block sums are added with Neumaier compensation, chunk by chunk.
-// Every rounding is therefore fixed by the data alone: the same input gives the
-// same bits on every call, for any alignment of the data.
+// tree, block sums are added with Neumaier compensation within a chunk, and chunk
+// sums likewise in chunk order (chunks may run on threads, parallel.hpp). Short
+// segments, such as the many small buffers of a group, share one set of lanes
+// (sum_accumulator) so they cost no per-buffer reduction. Every rounding is fixed
+// by the data alone: the same input gives the same bits on every call, for any
+// alignment of the data and any thread count.
 //
 // Range: float, half and bfloat16 are squared in double, which cannot overflow or
 // underflow for any finite input. For double input (and |x|^p with general p) the
@@ -32,11 +35,11 @@
 #include "../float_bits.hpp"
 #include "../view.hpp"
 #include "lanes.hpp"
+#include "parallel.hpp"
 
 namespace gradclip::detail::kernels {
 
-inline constexpr std::size_t block_size = 4096;  // elements summed in lanes before a reduction
-inline constexpr std::size_t stage_size = 512;   // staging buffer for 16-bit and strided data
+inline constexpr std::size_t stage_size = 512;  // staging buffer for 16-bit and strided data
 
 enum class norm_kind { l1, l2, linf, lp };
 
@@ -117,16 +120,32 @@ void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff
   }
 }
 
-// Sum of the terms of one segment: blocks of lanes, compensated across blocks.
+// Sum of the terms of one segment: blocks of lanes, compensated across blocks
+// within a chunk and across chunks in order.
 template <class T>
 double segment_sum(const T* x, std::size_t n, std::ptrdiff_t stride, const norm_spec& spec, double scale) noexcept {
   using compute = typename element_traits<T>::compute_type;
+  auto chunk_sum = [&](std::size_t c) {
+    const std::size_t end = std::min(n, (c + 1) * chunk_size);
+    compensated_sum sum;
+    for (std::size_t b = c * chunk_size; b < end; b += block_size) {
+      double acc[lane_count] = {};
+      accumulate_terms<compute>(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block_size, end - b),
+                                stride, spec, scale);
+      sum.add(reduce_lanes(acc));
+    }
+    return sum.value();
+  };
+  const std::size_t chunks = (n + chunk_size - 1) / chunk_size;
+  if (chunks <= 1) return chunk_sum(0);
   compensated_sum total;
-  for (std::size_t b = 0; b < n; b += block_size) {
-    double acc[lane_count] = {};
-    accumulate_terms<compute>(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block_size, n - b), stride,
-                              spec, scale);
-    total.add(reduce_lanes(acc));
+  const bool threaded = use_threads(n);
+  constexpr std::size_t round = 64;  // chunk results held at once: no allocation
+  double sums[round];
+  for (std::size_t first = 0; first < chunks; first += round) {
+    const std::size_t count = std::min(round, chunks - first);
+    for_each_chunk(count, threaded, [&](std::size_t c) { sums[c] = chunk_sum(first + c); });
+    for (std::size_t c = 0; c < count; ++c) total.add(sums[c]);
   }
   return total.value();
 }
@@ -173,23 +192,59 @@ double max_abs(const strided_view<const T>& v) noexcept {
   return m;
 }
 
+// Sums the terms of many views. Segments shorter than a block share one set of
+// lanes, reduced only once a block's worth of elements has gone in; longer ones
+// are summed on their own (segment_sum) and added, in order.
+class sum_accumulator {
+ public:
+  template <class T>
+  void add(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
+    using compute = typename element_traits<T>::compute_type;
+    for_each_segment(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
+      if (n >= block_size) {
+        total_.add(segment_sum(x, n, stride, spec, scale));
+        return;
+      }
+      accumulate_terms<compute>(lanes_, x, n, stride, spec, scale);
+      pending_ += n;
+      if (pending_ >= block_size) flush();
+    });
+  }
+
+  double finish() noexcept {
+    flush();
+    return total_.value();
+  }
+
+ private:
+  void flush() noexcept {
+    if (pending_ == 0) return;
+    total_.add(reduce_lanes(lanes_));
+    for (double& l : lanes_) l = 0.0;
+    pending_ = 0;
+  }
+
+  double lanes_[lane_count] = {};
+  std::size_t pending_ = 0;
+  compensated_sum total_;
+};
+
 template <class T>
 double view_sum(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
-  if (v.outer_size == 1) return segment_sum(v.data, v.inner_size, v.inner_stride, spec, scale);
-  compensated_sum total;
-  for_each_segment(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
-    total.add(segment_sum(x, n, stride, spec, scale));
-  });
-  return total.value();
+  sum_accumulator sum;
+  sum.add(v, spec, scale);
+  return sum.finish();
 }
 
-// Could the fast pass have overflowed, or lost precision to underflow? Only double
-// input, and general p, can: float-range values squared in double cannot.
+// Can a plain sum of terms of T overflow or underflow? Not for float, half and
+// bfloat16 squared or taken absolute in double; yes for double, and for general p.
 template <class T>
-bool needs_scaled_pass(double sum, std::size_t n, const norm_spec& spec) noexcept {
-  using compute = typename element_traits<T>::compute_type;
-  const bool narrow = std::is_same_v<compute, float>;
-  if (narrow && spec.kind != norm_kind::lp) return false;
+constexpr bool range_checked(const norm_spec& spec) noexcept {
+  return std::is_same_v<typename element_traits<T>::compute_type, double> || spec.kind == norm_kind::lp;
+}
+
+// For a range-checked sum: could it have overflowed, or lost precision to underflow?
+inline bool needs_scaled_pass(double sum, std::size_t n, const norm_spec& spec) noexcept {
   if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let max |x| tell which
   if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
   // Each term that fell below DBL_MIN was rounded by at most 2^-1075; keep that
@@ -203,7 +258,7 @@ norm_partial partial_norm(const strided_view<const T>& v, const norm_spec& spec)
   if (n == 0) return {};
   if (spec.kind == norm_kind::linf) return {1.0, max_abs(v)};
   const double fast = view_sum(v, spec, 1.0);
-  if (!needs_scaled_pass<T>(fast, n, spec)) return {1.0, fast};
+  if (!range_checked<T>(spec) || !needs_scaled_pass(fast, n, spec)) return {1.0, fast};
   const double m = max_abs(v);
   if (!is_finite(m)) return {1.0, m};  // NaN or inf input (an overflow would have a finite max)
   if (m == 0.0) return {};
@@ -247,32 +302,53 @@ void scale_segment(T* x, std::size_t n, std::ptrdiff_t stride, double c) noexcep
   }
 }
 
+// Runs f(x, n, stride) over a segment, split into chunks on threads when large.
+template <class T, class F>
+void write_segment(T* x, std::size_t n, std::ptrdiff_t stride, F&& f) {
+  const std::size_t chunks = (n + chunk_size - 1) / chunk_size;
+  if (chunks <= 1 || !use_threads(n)) {
+    f(x, n, stride);
+    return;
+  }
+  for_each_chunk(chunks, true, [&](std::size_t c) {
+    const std::size_t begin = c * chunk_size;
+    f(x + static_cast<std::ptrdiff_t>(begin) * stride, std::min(chunk_size, n - begin), stride);
+  });
+}
+
 template <class T>
 void scale(const strided_view<T>& v, double c) noexcept {
-  for_each_segment(v, [c](T* x, std::size_t n, std::ptrdiff_t stride) { scale_segment(x, n, stride, c); });
+  for_each_segment(v, [c](T* x, std::size_t n, std::ptrdiff_t stride) {
+    write_segment(x, n, stride, [c](T* y, std::size_t m, std::ptrdiff_t s) { scale_segment(y, m, s, c); });
+  });
+}
+
+template <class T>
+void clamp_segment(T* x, std::size_t n, std::ptrdiff_t stride, T lo, T hi) noexcept {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    if (stride == 1) {
+      kernels::clamp<T>(x, n, lo, hi);
+      return;
+    }
+  }
+  using traits = element_traits<T>;
+  const auto lo_c = traits::to_compute(lo);
+  const auto hi_c = traits::to_compute(hi);
+  for (std::size_t i = 0; i < n; ++i) {
+    T& e = x[static_cast<std::ptrdiff_t>(i) * stride];
+    const auto c = traits::to_compute(e);
+    if (c < lo_c) {
+      e = lo;
+    } else if (c > hi_c) {
+      e = hi;
+    }
+  }
 }
 
 template <class T>
 void clamp(const strided_view<T>& v, T lo, T hi) noexcept {
   for_each_segment(v, [lo, hi](T* x, std::size_t n, std::ptrdiff_t stride) {
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      if (stride == 1) {
-        kernels::clamp<T>(x, n, lo, hi);
-        return;
-      }
-    }
-    using traits = element_traits<T>;
-    const auto lo_c = traits::to_compute(lo);
-    const auto hi_c = traits::to_compute(hi);
-    for (std::size_t i = 0; i < n; ++i) {
-      T& e = x[static_cast<std::ptrdiff_t>(i) * stride];
-      const auto c = traits::to_compute(e);
-      if (c < lo_c) {
-        e = lo;
-      } else if (c > hi_c) {
-        e = hi;
-      }
-    }
+    write_segment(x, n, stride, [lo, hi](T* y, std::size_t m, std::ptrdiff_t s) { clamp_segment(y, m, s, lo, hi); });
   });
 }
 
