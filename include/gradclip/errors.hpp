@@ -45,6 +45,13 @@ class nonfinite_error : public std::runtime_error {
   std::size_t tensor_index_;
 };
 
+// Thrown by a stateful clipper's load() when the data is truncated, corrupted, of
+// another clipper, or of an unsupported version. The clipper is left as it was.
+class state_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace gradclip
 
 #endif  // GRADCLIP_ERRORS_HPP

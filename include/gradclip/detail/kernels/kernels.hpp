@@ -4,6 +4,7 @@
 //   scale(view, c)                              (x *= c, skipped by callers when c == 1)
 //   clamp(view, lo, hi)                         (NaN preserved)
 //   has_nonfinite(view)                         (NaN or +-inf present)
+//   add_scaled(dst, src, a)                     (dst += a * src, element by element)
 //
 // Everything above this layer calls these; nothing above loops over elements.
 //
@@ -361,6 +362,27 @@ bool has_nonfinite(const strided_view<T>& v) noexcept {
     }
   });
   return found;
+}
+
+// dst[i] += a * src[i] over two views of the same size, computed in double and
+// rounded once into dst's type: the sum of clipped per-example gradients.
+template <class D, class S>
+void add_scaled(const strided_view<D>& dst, const strided_view<const S>& src, double a) noexcept {
+  using dst_traits = element_traits<std::remove_const_t<D>>;
+  using src_traits = element_traits<S>;
+  const std::size_t n = dst.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    D& d = dst.segment(i / dst.inner_size)[static_cast<std::ptrdiff_t>(i % dst.inner_size) * dst.inner_stride];
+    const S& x = src.segment(i / src.inner_size)[static_cast<std::ptrdiff_t>(i % src.inner_size) * src.inner_stride];
+    const double sum = static_cast<double>(dst_traits::to_compute(d)) + a * static_cast<double>(src_traits::to_compute(x));
+    if constexpr (std::is_same_v<std::remove_const_t<D>, double>) {
+      d = sum;
+    } else if constexpr (std::is_same_v<std::remove_const_t<D>, float>) {
+      d = static_cast<float>(sum);
+    } else {
+      d = dst_traits::from_compute(static_cast<float>(sum));
+    }
+  }
 }
 
 }  // namespace gradclip::detail::kernels
