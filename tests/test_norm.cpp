@@ -219,3 +219,27 @@ TEST_CASE("bad norm types are rejected", "[norm][errors]") {
     CHECK_THROWS_AS(gradclip::global_norm(std::vector<std::vector<float>>{x}, p), std::invalid_argument);
   }
 }
+
+TEST_CASE("partial norms combine to the norm of the whole", "[norm][partial]") {
+  const auto a = ref::random_values<double>(1000, 21, 1e200);   // needs range-safe scaling
+  const auto b = ref::random_values<double>(3000, 22, 1e-200);  // likewise, far below
+  const auto c = ref::random_values<float>(500, 23);
+  std::vector<long double> all = ref::values(a.data(), a.size());
+  for (double x : b) all.push_back(x);
+  for (float x : c) all.push_back(x);
+  for (double p : norm_types) {
+    INFO("p = " << p);
+    const auto pa = gradclip::partial_norm(a, p), pb = gradclip::partial_norm(b, p), pc = gradclip::partial_norm(c, p);
+    const auto ab_c = gradclip::combine_partials(gradclip::combine_partials(pa, pb, p), pc, p);
+    const auto c_ba = gradclip::combine_partials(pc, gradclip::combine_partials(pb, pa, p), p);
+    const double want = static_cast<double>(ref::norm(all, p));
+    CHECK(ref::rel_err(gradclip::norm_from_partial(ab_c, p), want) <= 1e-13);
+    CHECK(ref::rel_err(gradclip::norm_from_partial(c_ba, p), want) <= 1e-13);
+    CHECK(ref::same_bits(gradclip::norm_from_partial(gradclip::partial_norm(c, p), p), gradclip::norm(c, p)));
+  }
+  // Non-finite partials: NaN wins over inf wins over finite, in any order.
+  const gradclip::norm_partial nan_part{1.0, ref::nan}, inf_part{1.0, ref::inf}, one{1.0, 1.0};
+  CHECK(std::isnan(gradclip::norm_from_partial(gradclip::combine_partials(inf_part, nan_part, 2.0), 2.0)));
+  CHECK(std::isnan(gradclip::norm_from_partial(gradclip::combine_partials(nan_part, one, 2.0), 2.0)));
+  CHECK(gradclip::norm_from_partial(gradclip::combine_partials(one, inf_part, 2.0), 2.0) == ref::inf);
+}

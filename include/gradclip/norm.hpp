@@ -31,6 +31,37 @@ double norm(const Buffer& x, double norm_type = 2.0) {
   return global_norm(x, norm_type);
 }
 
+// ---- partial norms: for norms of data spread over processes -------------------
+//
+// A partial is one process's share of a norm: norm^p = scale^p * sum (scale a
+// power of two, 1 unless the data needed range-safe scaling), or max |x| in sum for
+// p = infinity. NaN or inf in sum marks non-finite data. Each rank computes the
+// partial of its shard, any all-reduce combines them with combine_partials (an
+// associative, commutative operation), and norm_from_partial gives the norm to
+// pass to clip_with_norm. gradclip/mpi.hpp does all of this over MPI.
+using norm_partial = detail::kernels::norm_partial;
+
+template <class Group>
+norm_partial partial_norm(const Group& group, double norm_type = 2.0) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::partial_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_norm_type(norm_type);
+  return detail::group_partial(group, detail::kernels::norm_spec::from(norm_type));
+}
+
+inline norm_partial combine_partials(const norm_partial& a, const norm_partial& b, double norm_type) {
+  detail::check_norm_type(norm_type);
+  detail::norm_accumulator acc(detail::kernels::norm_spec::from(norm_type));
+  acc.add(a);
+  acc.add(b);
+  return acc.partial();
+}
+
+inline double norm_from_partial(const norm_partial& partial, double norm_type) {
+  detail::check_norm_type(norm_type);
+  return detail::norm_accumulator::finish(partial, detail::kernels::norm_spec::from(norm_type));
+}
+
 }  // namespace gradclip
 
 #endif  // GRADCLIP_NORM_HPP

@@ -117,7 +117,9 @@ class norm_stats {
     s.recent_ = r.get_doubles();
     r.finish();
     if (s.window_ == 0 || s.recent_.size() > s.window_ || s.next_ >= s.window_ ||
-        s.finite_ + s.nonfinite_ != s.count_ || s.clipped_ > s.count_ || s.recent_.size() > s.finite_ ||
+        s.finite_ + s.nonfinite_ != s.count_ || s.clipped_ > s.count_ ||
+        s.recent_.size() != std::min<std::uint64_t>(s.finite_, s.window_) ||
+        (s.recent_.size() < s.window_ && s.next_ != s.recent_.size()) ||
         !(s.m2_ >= 0.0)) {
       r.fail("inconsistent fields");
     }

@@ -16,16 +16,16 @@ namespace gradclip::detail {
 template <class View>
 using view_element_t = std::remove_pointer_t<decltype(std::declval<View>().data)>;
 
-// The norm of a whole group. One fast pass sums the terms of every buffer into
-// shared lanes. Only when a buffer type or p that can leave double's range is
+// The partial norm of a whole group. One fast pass sums the terms of every buffer
+// into shared lanes. Only when a buffer type or p that can leave double's range is
 // present, and the sum says it may have (overflow, or underflow losing precision),
 // is the group summed again buffer by buffer with the range-safe scaled partials.
 template <class G>
-double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
+kernels::norm_partial group_partial(G&& g, const kernels::norm_spec& spec) noexcept {
+  norm_accumulator acc(spec);
   if (spec.kind == kernels::norm_kind::linf) {
-    norm_accumulator acc(spec);
     for_each_buffer(g, [&](std::size_t, const auto& v) { acc.add({1.0, kernels::max_abs(to_const(v))}); });
-    return acc.total();
+    return acc.partial();
   }
   kernels::sum_accumulator fast;
   std::size_t count = 0;
@@ -37,10 +37,14 @@ double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
     fast.add(to_const(v), spec, 1.0);
   });
   const double sum = fast.finish();
-  if (!checked || !kernels::needs_scaled_pass(sum, count, spec)) return norm_accumulator::root(sum, spec);
-  norm_accumulator acc(spec);
+  if (!checked || !kernels::needs_scaled_pass(sum, count, spec)) return {1.0, sum};
   for_each_buffer(g, [&](std::size_t, const auto& v) { acc.add(kernels::partial_norm(to_const(v), spec)); });
-  return acc.total();
+  return acc.partial();
+}
+
+template <class G>
+double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
+  return norm_accumulator::finish(group_partial(g, spec), spec);
 }
 
 // Index of the first buffer holding a NaN or an infinity, or npos.

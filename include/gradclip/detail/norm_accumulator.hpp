@@ -36,13 +36,21 @@ class norm_accumulator {
     }
   }
 
+  // Everything added, as one partial.
+  kernels::norm_partial partial() const noexcept {
+    if (nan_) return {1.0, std::numeric_limits<double>::quiet_NaN()};
+    if (inf_) return {1.0, std::numeric_limits<double>::infinity()};
+    if (spec_.kind == kernels::norm_kind::linf) return {1.0, max_};
+    return {scale_, sum_.value()};
+  }
+
   // The norm of everything added: NaN if any input was NaN, else inf if any was
   // infinite (as PyTorch's sum of |x|^p gives), else scale * sum^(1/p).
-  double total() const noexcept {
-    if (nan_) return std::numeric_limits<double>::quiet_NaN();
-    if (inf_) return std::numeric_limits<double>::infinity();
-    if (spec_.kind == kernels::norm_kind::linf) return max_;
-    return scale_ * root(sum_.value(), spec_);
+  double total() const noexcept { return finish(partial(), spec_); }
+
+  static double finish(const kernels::norm_partial& part, const kernels::norm_spec& spec) noexcept {
+    if (!is_finite(part.sum) || spec.kind == kernels::norm_kind::linf) return part.sum;
+    return part.scale * root(part.sum, spec);
   }
 
   // sum^(1/p)
