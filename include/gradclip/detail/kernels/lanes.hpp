@@ -3,9 +3,11 @@
 // This is the only file with explicit SIMD. Reductions accumulate into
 // `lane_count` double lanes, element i of a run going to lane i % lane_count, so
 // the order of every floating-point operation is fixed by the data layout alone.
-// The vector path (GNU vector extension, mapped by the compiler onto SSE2, AVX2,
-// AVX-512, NEON, ...) and the portable scalar path perform the same operations
-// lane by lane, so both compute the same sums.
+// The vector path (GNU vector extension at the target's natural width: 16 bytes
+// for SSE2 / NEON, 32 for AVX, 64 for AVX-512) and the portable scalar path
+// (GRADCLIP_NO_SIMD) perform the same operations lane by lane, so every build
+// computes the same sums (up to the compiler's choice to contract a*b+c into an
+// FMA, which -ffp-contract controls).
 #ifndef GRADCLIP_DETAIL_KERNELS_LANES_HPP
 #define GRADCLIP_DETAIL_KERNELS_LANES_HPP
 
@@ -18,8 +20,11 @@
 #include "../../config.hpp"
 #include "../float_bits.hpp"
 
-#if GRADCLIP_SIMD && defined(__AVX512F__)
+#if GRADCLIP_SIMD && (defined(__SSE2__) || defined(_M_X64))
 #include <immintrin.h>
+#endif
+#if GRADCLIP_SIMD && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 namespace gradclip::detail::kernels {
@@ -29,29 +34,58 @@ inline constexpr std::size_t lane_count = 32;
 enum class term { abs, square };
 
 #if GRADCLIP_SIMD
-// Vector types are used only inside function bodies: passing them by value would
-// make the calling convention depend on the target flags (-Wpsabi).
-typedef double vd8 __attribute__((vector_size(64)));
-typedef float vf8 __attribute__((vector_size(32)));
-typedef float vf16 __attribute__((vector_size(64)));
-typedef std::uint64_t vu64x8 __attribute__((vector_size(64)));
-typedef std::int64_t vi64x8 __attribute__((vector_size(64)));
-typedef std::uint32_t vu32x16 __attribute__((vector_size(64)));
-typedef std::int32_t vi32x16 __attribute__((vector_size(64)));
-#endif
-
-#if GRADCLIP_SIMD
-// float -> double for 8 lanes. The one hand-written intrinsic, behind the target's
-// own macro: GCC splits the generic conversion into 128-bit pieces even where
-// AVX-512 converts 8 lanes in one instruction. Every other target uses the
-// generic form. (The zero-masking form: GCC 12 reports the plain intrinsic's
-// undefined pass-through operand as maybe-uninitialized.)
+// ---- the vector layer: one width per target, the only ISA dispatch point -------
 #if defined(__AVX512F__)
-#define GRADCLIP_WIDEN(f) ((vd8)_mm512_maskz_cvtps_pd(static_cast<__mmask8>(0xff), (__m256)(f)))
+inline constexpr std::size_t vector_bytes = 64;
+#elif defined(__AVX__)
+inline constexpr std::size_t vector_bytes = 32;
 #else
-#define GRADCLIP_WIDEN(f) __builtin_convertvector((f), vd8)
+inline constexpr std::size_t vector_bytes = 16;
 #endif
+inline constexpr std::size_t dwidth = vector_bytes / 8;  // doubles per vector
+inline constexpr std::size_t accumulators = lane_count / dwidth;
+
+typedef double vd __attribute__((vector_size(vector_bytes)));
+typedef std::uint64_t vu64 __attribute__((vector_size(vector_bytes)));
+typedef float vf __attribute__((vector_size(vector_bytes)));
+typedef std::uint32_t vu32 __attribute__((vector_size(vector_bytes)));
+
+// dwidth floats at p, widened to double. Compilers lower the generic
+// __builtin_convertvector poorly from a half-width float vector, so each x86 and
+// AArch64 level names its one conversion instruction; other targets use the
+// generic form.
+inline vd load_widened(const float* p) noexcept {
+#if defined(__AVX512F__)
+  // The zero-masking form: GCC 12 warns that the plain one's pass-through operand
+  // may be uninitialized.
+  return (vd)_mm512_maskz_cvtps_pd(static_cast<__mmask8>(0xff), _mm256_loadu_ps(p));
+#elif defined(__AVX__)
+  return (vd)_mm256_cvtps_pd(_mm_loadu_ps(p));
+#elif defined(__SSE2__) || defined(_M_X64)
+  double two;  // 8 bytes = 2 floats, loaded without reading past them
+  std::memcpy(&two, p, sizeof two);
+  return (vd)_mm_cvtps_pd(_mm_castpd_ps(_mm_load_sd(&two)));
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  return (vd)vcvt_f64_f32(vld1_f32(p));
+#else
+  typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
+  half_vf f;
+  std::memcpy(&f, p, sizeof f);
+  return __builtin_convertvector(f, vd);
 #endif
+}
+
+inline vd load_widened(const double* p) noexcept {
+  vd v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Narrowing for the widened scale pass: dwidth doubles to floats at p.
+inline void store_narrowed(float* p, vd v) noexcept {
+  for (std::size_t k = 0; k < dwidth; ++k) p[k] = static_cast<float>(v[k]);
+}
+#endif  // GRADCLIP_SIMD
 
 // acc[i % lane_count] += term(x[i] * scale) for i in [0, n). With Scaled == false
 // the multiplication is skipped (scale must then be 1).
@@ -60,53 +94,22 @@ void accumulate(double* acc, const T* x, std::size_t n, double scale) noexcept {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   std::size_t i = 0;
 #if GRADCLIP_SIMD
-  // Four named accumulators (not an array): compilers keep them in registers.
-  vd8 a0, a1, a2, a3;
-  std::memcpy(&a0, acc, sizeof a0);
-  std::memcpy(&a1, acc + 8, sizeof a1);
-  std::memcpy(&a2, acc + 16, sizeof a2);
-  std::memcpy(&a3, acc + 24, sizeof a3);
+  vd a[accumulators];
+  std::memcpy(a, acc, sizeof a);
   for (; i + lane_count <= n; i += lane_count) {
-    vd8 v0, v1, v2, v3;
-    if constexpr (std::is_same_v<T, float>) {
-      vf8 f0, f1, f2, f3;
-      std::memcpy(&f0, x + i, sizeof f0);
-      std::memcpy(&f1, x + i + 8, sizeof f1);
-      std::memcpy(&f2, x + i + 16, sizeof f2);
-      std::memcpy(&f3, x + i + 24, sizeof f3);
-      v0 = GRADCLIP_WIDEN(f0);
-      v1 = GRADCLIP_WIDEN(f1);
-      v2 = GRADCLIP_WIDEN(f2);
-      v3 = GRADCLIP_WIDEN(f3);
-    } else {
-      std::memcpy(&v0, x + i, sizeof v0);
-      std::memcpy(&v1, x + i + 8, sizeof v1);
-      std::memcpy(&v2, x + i + 16, sizeof v2);
-      std::memcpy(&v3, x + i + 24, sizeof v3);
-    }
-    if constexpr (Scaled) {
-      v0 *= scale;
-      v1 *= scale;
-      v2 *= scale;
-      v3 *= scale;
-    }
-    if constexpr (K == term::square) {
-      a0 += v0 * v0;
-      a1 += v1 * v1;
-      a2 += v2 * v2;
-      a3 += v3 * v3;
-    } else {
-      constexpr std::uint64_t magnitude = 0x7fffffffffffffffULL;
-      a0 += (vd8)((vu64x8)v0 & magnitude);
-      a1 += (vd8)((vu64x8)v1 & magnitude);
-      a2 += (vd8)((vu64x8)v2 & magnitude);
-      a3 += (vd8)((vu64x8)v3 & magnitude);
+    // Fully unrolled, so the accumulators live in registers.
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) {
+      vd v = load_widened(x + i + k * dwidth);
+      if constexpr (Scaled) v *= scale;
+      if constexpr (K == term::square) {
+        a[k] += v * v;
+      } else {
+        a[k] += (vd)((vu64)v & 0x7fffffffffffffffULL);
+      }
     }
   }
-  std::memcpy(acc, &a0, sizeof a0);
-  std::memcpy(acc + 8, &a1, sizeof a1);
-  std::memcpy(acc + 16, &a2, sizeof a2);
-  std::memcpy(acc + 24, &a3, sizeof a3);
+  std::memcpy(acc, a, sizeof a);
 #else
   for (; i + lane_count <= n; i += lane_count) {
     for (std::size_t j = 0; j < lane_count; ++j) {
@@ -143,57 +146,37 @@ inline double reduce_lanes(double* acc) noexcept {
 // max |x[i]| over the bit patterns: for non-negative IEEE values the integer order
 // is the numeric order, and every NaN sorts above infinity, so a NaN anywhere
 // yields a NaN. Exact, and independent of the floating-point flags.
-inline std::uint32_t max_abs_bits(const float* x, std::size_t n) noexcept {
-  std::uint32_t m = 0;
+template <class T>
+auto max_abs_bits(const T* x, std::size_t n) noexcept {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  using bits = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
+  constexpr bits magnitude = static_cast<bits>(~bits{0} >> 1);
+  bits m = 0;
   std::size_t i = 0;
 #if GRADCLIP_SIMD
-  vu32x16 m0 = {}, m1 = {};
-  for (; i + 32 <= n; i += 32) {
-    vu32x16 b0, b1;
+  typedef std::conditional_t<std::is_same_v<T, float>, vu32, vu64> vb;
+  constexpr std::size_t w = vector_bytes / sizeof(T);
+  vb m0 = {}, m1 = {};
+  for (; i + 2 * w <= n; i += 2 * w) {
+    vb b0, b1;
     std::memcpy(&b0, x + i, sizeof b0);
-    std::memcpy(&b1, x + i + 16, sizeof b1);
-    b0 &= 0x7fffffffu;
-    b1 &= 0x7fffffffu;
-    const vu32x16 g0 = (vu32x16)(b0 > m0);
-    const vu32x16 g1 = (vu32x16)(b1 > m1);
+    std::memcpy(&b1, x + i + w, sizeof b1);
+    b0 &= magnitude;
+    b1 &= magnitude;
+    const vb g0 = (vb)(b0 > m0);
+    const vb g1 = (vb)(b1 > m1);
     m0 = (m0 & ~g0) | (b0 & g0);
     m1 = (m1 & ~g1) | (b1 & g1);
   }
-  for (int j = 0; j < 16; ++j) {
+  for (std::size_t j = 0; j < w; ++j) {
     m = m0[j] > m ? m0[j] : m;
     m = m1[j] > m ? m1[j] : m;
   }
 #endif
   for (; i < n; ++i) {
-    const std::uint32_t b = bits_of(x[i]) & 0x7fffffffu;
-    m = b > m ? b : m;
-  }
-  return m;
-}
-
-inline std::uint64_t max_abs_bits(const double* x, std::size_t n) noexcept {
-  std::uint64_t m = 0;
-  std::size_t i = 0;
-#if GRADCLIP_SIMD
-  vu64x8 m0 = {}, m1 = {};
-  for (; i + 16 <= n; i += 16) {
-    vu64x8 b0, b1;
-    std::memcpy(&b0, x + i, sizeof b0);
-    std::memcpy(&b1, x + i + 8, sizeof b1);
-    b0 &= 0x7fffffffffffffffULL;
-    b1 &= 0x7fffffffffffffffULL;
-    const vu64x8 g0 = (vu64x8)(b0 > m0);
-    const vu64x8 g1 = (vu64x8)(b1 > m1);
-    m0 = (m0 & ~g0) | (b0 & g0);
-    m1 = (m1 & ~g1) | (b1 & g1);
-  }
-  for (int j = 0; j < 8; ++j) {
-    m = m0[j] > m ? m0[j] : m;
-    m = m1[j] > m ? m1[j] : m;
-  }
-#endif
-  for (; i < n; ++i) {
-    const std::uint64_t b = bits_of(x[i]) & 0x7fffffffffffffffULL;
+    bits b;
+    std::memcpy(&b, x + i, sizeof b);
+    b &= magnitude;
     m = b > m ? b : m;
   }
   return m;
@@ -205,8 +188,8 @@ void scale(T* x, std::size_t n, T c) noexcept {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   std::size_t i = 0;
 #if GRADCLIP_SIMD
-  typedef T vt __attribute__((vector_size(64)));
-  constexpr std::size_t w = 64 / sizeof(T);
+  typedef T vt __attribute__((vector_size(vector_bytes)));
+  constexpr std::size_t w = vector_bytes / sizeof(T);
   for (; i + 2 * w <= n; i += 2 * w) {
     vt v0, v1;
     std::memcpy(&v0, x + i, sizeof v0);
@@ -225,14 +208,7 @@ void scale(T* x, std::size_t n, T c) noexcept {
 inline void scale_widened(float* x, std::size_t n, double c) noexcept {
   std::size_t i = 0;
 #if GRADCLIP_SIMD
-  for (; i + 8 <= n; i += 8) {
-    vf8 f;
-    std::memcpy(&f, x + i, sizeof f);
-    vd8 d = GRADCLIP_WIDEN(f);
-    d *= c;
-    f = __builtin_convertvector(d, vf8);
-    std::memcpy(x + i, &f, sizeof f);
-  }
+  for (; i + dwidth <= n; i += dwidth) store_narrowed(x + i, load_widened(x + i) * c);
 #endif
   for (; i < n; ++i) x[i] = static_cast<float>(static_cast<double>(x[i]) * c);
 }
@@ -243,14 +219,15 @@ void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   std::size_t i = 0;
 #if GRADCLIP_SIMD
-  typedef T vt __attribute__((vector_size(64)));
-  typedef std::conditional_t<std::is_same_v<T, float>, vu32x16, vu64x8> vbits;
+  typedef T vt __attribute__((vector_size(vector_bytes)));
+  typedef std::conditional_t<std::is_same_v<T, float>, vu32, vu64> vbits;
+  constexpr std::size_t w = vector_bytes / sizeof(T);
   vt vlo, vhi;  // broadcast by element: vt{} + lo would turn a -0 bound into +0
-  for (std::size_t k = 0; k < 64 / sizeof(T); ++k) {
+  for (std::size_t k = 0; k < w; ++k) {
     vlo[k] = lo;
     vhi[k] = hi;
   }
-  for (; i + 64 / sizeof(T) <= n; i += 64 / sizeof(T)) {
+  for (; i + w <= n; i += w) {
     vt v;
     std::memcpy(&v, x + i, sizeof v);
     const vbits below = (vbits)(v < vlo);
@@ -266,9 +243,5 @@ void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
 }
 
 }  // namespace gradclip::detail::kernels
-
-#if GRADCLIP_SIMD
-#undef GRADCLIP_WIDEN
-#endif
 
 #endif  // GRADCLIP_DETAIL_KERNELS_LANES_HPP
