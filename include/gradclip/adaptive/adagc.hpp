@@ -14,8 +14,9 @@
 //   warm-up, t <= warmup_steps (T_start): the whole group is clipped by max_norm
 //     (lambda_abs) as clip_by_global_norm does, with coefficient h; gamma_i becomes
 //     min(gamma_i, h * g_i), the smallest clipped norm seen (the first one sets it).
-//   afterwards, for each buffer: a gamma_i not yet set takes g_i; then the buffer is
-//     clipped to lambda_rel * gamma_i with the core coefficient, and
+//   afterwards, for each buffer: a gamma_i not yet set takes g_i (while it has none,
+//     the buffer is not clipped); then the buffer is clipped to lambda_rel * gamma_i
+//     with the core coefficient, and
 //       gamma_i <- beta * gamma_i + (1 - beta) * min(g_i, lambda_rel * gamma_i)
 //     (the EMA of the clipped norms).
 //
@@ -35,6 +36,10 @@
 //     scales by the same ratio only when g_i > lambda_rel * gamma_i. The two differ
 //     only for g_i within eps of the limit. The EMA uses exactly the code's
 //     min(g_i, lambda_rel * gamma_i).
+//   - A zero norm (a buffer with no gradient this step: an unused expert, a frozen
+//     embedding row block) never sets gamma_i, as the code leaves a tensor without a
+//     gradient unset. The code would take gamma_i = 0 from it and clip that buffer
+//     to zero at every later step.
 //   - A NaN or infinite norm never enters gamma. In the warm-up such a group is
 //     clipped as clip_by_global_norm(group, max_norm) would under on_nonfinite and
 //     no gamma changes; afterwards such a buffer is clipped as
@@ -157,18 +162,18 @@ class adagc {
       if (detail::is_finite(result.total_norm)) {
         for (std::size_t i = 0; i < count; ++i) {
           const double clipped_norm = r.clipped ? r.scale * result.buffers[i].total_norm : result.buffers[i].total_norm;
-          if (is_unset(gamma_[i]) || clipped_norm < gamma_[i]) gamma_[i] = clipped_norm;
+          if (clipped_norm > 0.0 && (is_unset(gamma_[i]) || clipped_norm < gamma_[i])) gamma_[i] = clipped_norm;
         }
       }
     } else {
       detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
         clip_result& b = result.buffers[i];
         const double g = b.total_norm;
-        const bool finite = detail::is_finite(g);
-        if (finite && is_unset(gamma_[i])) gamma_[i] = g;
-        const double limit = is_unset(gamma_[i]) ? std::numeric_limits<double>::infinity() : options_.lambda_rel * gamma_[i];
+        if (is_unset(gamma_[i]) && detail::is_finite(g) && g > 0.0) gamma_[i] = g;
+        const bool tracked = !is_unset(gamma_[i]);
+        const double limit = tracked ? options_.lambda_rel * gamma_[i] : std::numeric_limits<double>::infinity();
         b = detail::clip_given_norm(v, limit, g, core);
-        if (finite) {
+        if (tracked && detail::is_finite(g)) {
           const double x = g > limit ? limit : g;
           gamma_[i] = gamma_[i] * options_.beta + x * (1.0 - options_.beta);
         }

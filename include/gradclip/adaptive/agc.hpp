@@ -29,9 +29,7 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <functional>
 #include <iterator>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -259,9 +257,8 @@ agc_result adaptive_grad_clip(const Params& params, Grads&& grads, double clippi
     result.units += g.count;
     for (std::size_t u = 0; u < g.count; ++u) {
       const auto unit = g[u];
-      const double gn = detail::total_norm(unit, l2);
+      const double gn = tally.measure(unit);
       const double max_norm = detail::agc_max_norm(detail::total_norm(detail::to_const(w[u]), l2), clipping, eps);
-      tally.measured(gn);
       if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
         ++result.nonfinite;
         if (options.on_nonfinite == nonfinite::skip) continue;

@@ -24,9 +24,7 @@
 #ifndef GRADCLIP_ADAPTIVE_CLIP_UNITS_HPP
 #define GRADCLIP_ADAPTIVE_CLIP_UNITS_HPP
 
-#include <cmath>
 #include <cstddef>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -100,25 +98,21 @@ auto matrix_units(X& x, axis along) noexcept {
   return l;
 }
 
-// One unit's contribution to the norm of several units together: norm = m * 2^e
-// with m in [0.5, 1) gives the partial {2^e, m^p}, free of overflow and underflow.
-inline kernels::norm_partial partial_of_norm(double norm, const kernels::norm_spec& spec) noexcept {
-  if (spec.kind == kernels::norm_kind::linf || !is_finite(norm) || norm == 0.0) return {1.0, norm};
-  int e = 0;
-  const double m = std::frexp(norm, &e);
-  const double mp = spec.kind == kernels::norm_kind::l1 ? m : spec.kind == kernels::norm_kind::l2 ? m * m
-                                                                                                    : std::pow(m, spec.p);
-  return {std::ldexp(1.0, e), mp};
-}
-
-// Running summary of the unit norms measured and the coefficients applied.
+// Running summary of the units measured and the coefficients applied. Units are
+// measured as partials (norm^p = scale^p * sum), so that their combined norm is
+// as exact as a norm of the whole.
 class unit_tally {
  public:
   explicit unit_tally(const kernels::norm_spec& spec) noexcept : spec_(spec), total_(spec) {}
 
-  void measured(double norm) noexcept {
-    total_.add(partial_of_norm(norm, spec_));
+  // Adds one unit; returns its norm.
+  template <class View>
+  double measure(const View& unit) noexcept {
+    const kernels::norm_partial part = group_partial(unit, spec_);
+    total_.add(part);
+    const double norm = norm_accumulator::finish(part, spec_);
     if (!is_nan(max_) && (is_nan(norm) || norm > max_)) max_ = norm;
+    return norm;
   }
   void scaled(double coefficient) noexcept {
     ++clipped_;
@@ -200,8 +194,7 @@ unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options&
   result.units = units.count;
   for (std::size_t u = 0; u < units.count; ++u) {
     const auto unit = units[u];
-    const double n = total_norm(unit, spec);
-    tally.measured(n);
+    const double n = tally.measure(unit);
     const bool finite = is_finite(n);
     if (!finite) ++result.nonfinite;
     const clip_result r = decide(unit, max_norm, n, clip);

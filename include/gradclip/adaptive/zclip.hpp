@@ -245,9 +245,14 @@ class zclip {
     const clip_options core{options_.norm_type, options_.eps, options_.on_nonfinite};
     const double cap = options_.max_grad_norm;
     if (!detail::is_finite(g) || !warmed_up_) {
-      // Throws (under nonfinite::error) before anything below changes.
+      const bool records = detail::is_finite(g);
+      // Room first, so that nothing can throw once the data is written.
+      if (records && warmup_.size() == warmup_.capacity()) {
+        warmup_.reserve(std::min(warmup_target(), std::max<std::size_t>(16, 2 * warmup_.capacity())));
+      }
+      // Throws (under nonfinite::error) before anything changes.
       const clip_result r = detail::clip_given_norm(group, cap, g, core);
-      if (detail::is_finite(g)) record(g);
+      if (records) record(g);
       ++step_;
       return r;
     }
@@ -259,9 +264,8 @@ class zclip {
     return r;
   }
 
-  void record(double g) {
-    if (warmup_.capacity() == 0) warmup_.reserve(std::min<std::size_t>(warmup_target(), 4096));
-    warmup_.push_back(g);
+  void record(double g) noexcept {
+    warmup_.push_back(g);  // within the capacity reserved by apply
     if (warmup_.size() < warmup_target()) return;
     // As the reference: plain sums in order, population variance about the mean.
     double sum = 0.0;
@@ -272,8 +276,7 @@ class zclip {
     for (double x : warmup_) squares += (x - mean_) * (x - mean_);
     var_ = squares / n;
     warmed_up_ = true;
-    warmup_.clear();
-    warmup_.shrink_to_fit();
+    std::vector<double>().swap(warmup_);
   }
 
   void update(double x) noexcept {

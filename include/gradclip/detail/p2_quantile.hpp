@@ -2,7 +2,8 @@
 //
 // linear_quantile: the exact quantile of sorted data, interpolated linearly with
 // the very arithmetic of numpy.percentile's default method (numpy >= 1.22), so a
-// threshold matches the reference implementations bit for bit.
+// threshold matches the reference implementations bit for bit (unless the
+// compiler contracts a*b+c into an FMA: then within an ulp).
 //
 // p2_quantile: the P-square estimator of one quantile (R. Jain and I. Chlamtac,
 // "The P^2 algorithm for dynamic calculation of quantiles and histograms without

@@ -215,7 +215,8 @@ class sum_accumulator {
   }
 
   double finish() noexcept {
-    flush();
+    if (pending_ != 0) total_.add(reduce_lanes(lanes_));
+    pending_ = 0;
     return total_.value();
   }
 

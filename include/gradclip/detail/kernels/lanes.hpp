@@ -135,9 +135,22 @@ void accumulate_pow(double* acc, const T* x, std::size_t n, double scale, double
   }
 }
 
-// Sums the lanes in a fixed pairwise order.
+// Sums the lanes in a fixed pairwise order: acc[j] += acc[j + w] for w = 16, 8,
+// ..., 1 (whole vectors while w allows, the same additions either way).
 inline double reduce_lanes(double* acc) noexcept {
-  for (std::size_t width = lane_count / 2; width > 0; width /= 2) {
+  std::size_t width = lane_count / 2;
+#if GRADCLIP_SIMD
+  for (; width >= dwidth; width /= 2) {
+    for (std::size_t j = 0; j < width; j += dwidth) {
+      vd lo, hi;
+      std::memcpy(&lo, acc + j, sizeof lo);
+      std::memcpy(&hi, acc + j + width, sizeof hi);
+      lo += hi;
+      std::memcpy(acc + j, &lo, sizeof lo);
+    }
+  }
+#endif
+  for (; width > 0; width /= 2) {
     for (std::size_t j = 0; j < width; ++j) acc[j] += acc[j + width];
   }
   return acc[0];

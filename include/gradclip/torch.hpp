@@ -1,0 +1,222 @@
+// gradclip for libtorch: drop-ins for torch::nn::utils::clip_grad_norm_ and
+// clip_grad_value_ (libtorch 1.13's C++ API: same arguments, same return value).
+// Opt-in, not part of gradclip.hpp; link the CMake target gradclip::torch.
+//
+//   double total = gradclip::torch::clip_grad_norm_(model->parameters(), 1.0);
+//   gradclip::torch::clip_grad_value_(model->parameters(), 0.5);
+//
+// Which gradients gradclip computes on: defined, CPU, strided, contiguous tensors
+// of float, double, half or bfloat16 with storage (not a ZeroTensor, neg or conj
+// view). Their memory is read and scaled in place by gradclip's kernels; mixed
+// dtypes are grouped per dtype and the groups' partial norms combined (float,
+// double, half, bfloat16 order). When any defined gradient is of another kind (a
+// CUDA tensor, a non-contiguous one such as a transposed view, a complex dtype),
+// or an argument is one gradclip rejects (max_norm < 0 or NaN, norm_type <= 0 or
+// NaN: libtorch computes something for these), the whole clip_grad_norm_ call is
+// libtorch's own: the norm couples every tensor. clip_grad_value_ falls back per
+// tensor (and wholly for clip_value < 0 or NaN). uses_gradclip(parameters) says
+// which path clip_grad_norm_ takes.
+//
+// Where the gradclip path differs from libtorch 1.13, deliberately:
+//   - the total norm is accumulated in double and range-safe (libtorch sums float
+//     in float, so float grads give about 1e-7..1e-6 relative differences, and
+//     values near 1e20 give libtorch an infinite norm and zeroed gradients);
+//     bfloat16 norms for p != 2 are accurate (libtorch accumulates them in
+//     bfloat16), and half works (libtorch 1.13 has no CPU clamp for half);
+//   - the coefficient is computed in double and the gradients are not written at
+//     all when it is 1 (libtorch always multiplies, by a coefficient rounded to
+//     the gradient dtype), so gradients differ from libtorch's by about an ulp
+//     when clipped and not at all otherwise;
+//   - the infinity norm of a list holding an empty gradient is taken over the
+//     others (libtorch raises "max(): Expected reduction dim ...");
+//   - writes go to the gradients' memory directly, as libtorch's grad.data().mul_()
+//     does: autograd's version counter is not bumped.
+// error_if_nonfinite = true throws c10::Error with libtorch's message before
+// anything is modified, as libtorch does; non-finite norms otherwise propagate as
+// in libtorch (NaN everywhere for a NaN norm, zeros for an infinite one).
+#ifndef GRADCLIP_TORCH_HPP
+#define GRADCLIP_TORCH_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/types.h>
+
+#include "gradclip.hpp"
+
+namespace gradclip::torch {
+
+namespace detail {
+
+static_assert(sizeof(at::Half) == sizeof(Eigen::half) && sizeof(at::BFloat16) == sizeof(Eigen::bfloat16),
+              "gradclip::torch: at::Half / at::BFloat16 must have the layout of Eigen::half / Eigen::bfloat16");
+
+// Whether gradclip reads this gradient's memory directly as one run of numel()
+// elements of a supported type.
+inline bool supported_grad(const at::Tensor& g) {
+  if (!g.device().is_cpu() || g.layout() != at::kStrided || !g.has_storage() || g._is_zerotensor() ||
+      g.is_neg() || g.is_conj() || !g.is_contiguous()) {
+    return false;
+  }
+  const auto t = g.scalar_type();
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// Views of the gradients, one group per dtype. Building them allocates (the
+// vectors); libtorch's own call allocates a tensor per parameter.
+struct grad_groups {
+  std::vector<buffer_view<float>> f32;
+  std::vector<buffer_view<double>> f64;
+  std::vector<buffer_view<Eigen::half>> f16;
+  std::vector<buffer_view<Eigen::bfloat16>> bf16;
+
+  std::size_t size() const noexcept { return f32.size() + f64.size() + f16.size() + bf16.size(); }
+
+  template <class F>
+  void for_each(F&& f) {
+    f(f32);
+    f(f64);
+    f(f16);
+    f(bf16);
+  }
+
+  void add(const at::Tensor& g) {
+    const auto n = static_cast<std::size_t>(g.numel());
+    // data_ptr() is the first element (storage offset included). The 16-bit types
+    // are read through Eigen's types of the same layout.
+    void* p = g.data_ptr();
+    switch (g.scalar_type()) {
+      case at::kFloat:
+        f32.emplace_back(static_cast<float*>(p), n);
+        break;
+      case at::kDouble:
+        f64.emplace_back(static_cast<double*>(p), n);
+        break;
+      case at::kHalf:
+        f16.emplace_back(static_cast<Eigen::half*>(p), n);
+        break;
+      default:
+        bf16.emplace_back(static_cast<Eigen::bfloat16*>(p), n);
+        break;
+    }
+  }
+};
+
+// Collects the defined gradients; false if any of them is not one gradclip reads.
+inline bool collect(const std::vector<at::Tensor>& parameters, grad_groups& out) {
+  for (const auto& p : parameters) {
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    if (!supported_grad(g)) return false;
+    out.add(g);
+  }
+  return true;
+}
+
+inline bool valid_norm_args(double max_norm, double norm_type) noexcept {
+  return !gradclip::detail::is_nan(max_norm) && max_norm >= 0.0 && !gradclip::detail::is_nan(norm_type) &&
+         norm_type > 0.0;
+}
+
+[[noreturn]] inline void throw_nonfinite(double norm_type) {
+  // libtorch's TORCH_CHECK message, word for word.
+  std::ostringstream msg;
+  msg << "The total norm of order " << norm_type << " for gradients from `parameters` "
+      << "is non-finite, so it cannot be clipped. To disable this error and scale "
+      << "the gradients with the non-finite norm anyway, set "
+      << "`error_if_nonfinite=false`";
+  throw c10::Error(c10::SourceLocation{__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)}, msg.str());
+}
+
+}  // namespace detail
+
+// Whether clip_grad_norm_(parameters, ...) with valid arguments runs on gradclip's
+// kernels (true) or is libtorch's own call (false).
+inline bool uses_gradclip(const std::vector<at::Tensor>& parameters) {
+  for (const auto& p : parameters) {
+    const auto& g = p.grad();
+    if (g.defined() && !detail::supported_grad(g)) return false;
+  }
+  return true;
+}
+
+// torch::nn::utils::clip_grad_norm_: scales the gradients so that their total
+// norm of order norm_type is at most max_norm (coefficient max_norm / (norm +
+// 1e-6), clamped to 1); returns the total norm before clipping. Parameters
+// without a gradient are skipped; none with one gives 0.
+inline double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false) {
+  detail::grad_groups groups;
+  if (!detail::valid_norm_args(max_norm, norm_type) || !detail::collect(parameters, groups)) {
+    return ::torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite);
+  }
+  if (groups.size() == 0) return 0.0;
+
+  // One read pass: each dtype group's partial, combined in a fixed order.
+  norm_partial total_partial;
+  groups.for_each([&](const auto& group) {
+    if (!group.empty()) total_partial = combine_partials(total_partial, partial_norm(group, norm_type), norm_type);
+  });
+  const double total = norm_from_partial(total_partial, norm_type);
+  if (error_if_nonfinite && !gradclip::detail::is_finite(total)) detail::throw_nonfinite(norm_type);
+
+  // One write pass (none when the coefficient is 1).
+  const clip_options options{norm_type, 1e-6, nonfinite::propagate};
+  groups.for_each([&](auto& group) {
+    if (!group.empty()) clip_with_norm(group, max_norm, total, options);
+  });
+  return total;
+}
+
+inline double clip_grad_norm_(std::initializer_list<at::Tensor> parameters, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false) {
+  return clip_grad_norm_(std::vector<at::Tensor>(parameters), max_norm, norm_type, error_if_nonfinite);
+}
+
+inline double clip_grad_norm_(const at::Tensor& parameter, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false) {
+  return clip_grad_norm_(std::vector<at::Tensor>{parameter}, max_norm, norm_type, error_if_nonfinite);
+}
+
+// torch::nn::utils::clip_grad_value_: clamps every gradient element into
+// [-clip_value, clip_value]. The bound is rounded to nearest in each gradient's
+// dtype, as libtorch does, so results are libtorch's bit for bit (gradclip's own
+// clip_by_value rounds inward instead). NaN stays NaN.
+inline void clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
+  if (gradclip::detail::is_nan(clip_value) || clip_value < 0.0) {
+    ::torch::nn::utils::clip_grad_value_(parameters, clip_value);  // lo > hi: libtorch's clamp semantics
+    return;
+  }
+  detail::grad_groups groups;
+  for (const auto& p : parameters) {
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    if (detail::supported_grad(g)) {
+      groups.add(g);
+    } else {
+      g.data().clamp_(-clip_value, clip_value);
+    }
+  }
+  groups.for_each([&](auto& group) {
+    using T = std::remove_pointer_t<decltype(group.front().data())>;
+    const double bound = gradclip::detail::to_double(gradclip::detail::element_traits<T>::nearest(clip_value));
+    if (!group.empty()) clip_by_value(group, -bound, bound);
+  });
+}
+
+inline void clip_grad_value_(std::initializer_list<at::Tensor> parameters, double clip_value) {
+  clip_grad_value_(std::vector<at::Tensor>(parameters), clip_value);
+}
+
+inline void clip_grad_value_(const at::Tensor& parameter, double clip_value) {
+  clip_grad_value_(std::vector<at::Tensor>{parameter}, clip_value);
+}
+
+}  // namespace gradclip::torch
+
+#endif  // GRADCLIP_TORCH_HPP
