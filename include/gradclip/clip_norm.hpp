@@ -46,10 +46,17 @@ struct clip_result {
 
 namespace detail {
 
+inline void check_policy(nonfinite policy) {
+  if (policy != nonfinite::propagate && policy != nonfinite::error && policy != nonfinite::skip) {
+    throw std::invalid_argument("gradclip: on_nonfinite is not a nonfinite policy");
+  }
+}
+
 inline void check_clip_options(double max_norm, const clip_options& options) {
   check_max_norm(max_norm);
   check_norm_type(options.norm_type);
   check_eps(options.eps);
+  check_policy(options.on_nonfinite);
 }
 
 // The clipping decision for a total norm, without writing: scale is the
@@ -138,24 +145,21 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
                 "gradclip::clip_each_by_norm: not a group of buffers (see gradclip/buffer.hpp)");
   std::size_t count = 0;
   detail::for_each_buffer(group, [&count](std::size_t, const auto&) { ++count; });
-  auto limit = [&](std::size_t i) -> double {
-    if constexpr (std::is_arithmetic_v<MaxNorms>) {
-      (void)i;
-      return static_cast<double>(max_norms);
-    } else {
-      return static_cast<double>(*std::next(std::begin(max_norms), static_cast<std::ptrdiff_t>(i)));
-    }
-  };
-  if constexpr (!std::is_arithmetic_v<MaxNorms>) {
-    const auto limits = static_cast<std::size_t>(std::distance(std::begin(max_norms), std::end(max_norms)));
-    if (limits != count) {
-      throw std::invalid_argument("gradclip::clip_each_by_norm: " + std::to_string(limits) + " limits for " +
+  std::vector<double> limits;
+  if constexpr (std::is_arithmetic_v<MaxNorms>) {
+    limits.assign(count, static_cast<double>(max_norms));
+  } else {
+    for (const auto& m : max_norms) limits.push_back(static_cast<double>(m));
+    if (limits.size() != count) {
+      throw std::invalid_argument("gradclip::clip_each_by_norm: " + std::to_string(limits.size()) + " limits for " +
                                   std::to_string(count) + " buffers");
     }
   }
-  for (std::size_t i = 0; i < count; ++i) detail::check_max_norm(limit(i));
+  for (double m : limits) detail::check_max_norm(m);
   detail::check_norm_type(options.norm_type);
   detail::check_eps(options.eps);
+  detail::check_policy(options.on_nonfinite);
+  auto limit = [&limits](std::size_t i) { return limits[i]; };
 
   const auto spec = detail::kernels::norm_spec::from(options.norm_type);
   std::vector<clip_result> results(count);

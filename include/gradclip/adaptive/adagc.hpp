@@ -134,11 +134,9 @@ class adagc {
     detail::norm_accumulator group_norm(spec);
     std::size_t first_bad = nonfinite_error::npos;
     detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
-      const detail::kernels::norm_partial part = detail::kernels::partial_norm(detail::to_const(v), spec);
+      const detail::kernels::norm_partial part = detail::group_partial(v, spec);  // as gradclip::norm measures it
       group_norm.add(part);
-      detail::norm_accumulator one(spec);
-      one.add(part);
-      result.buffers[i].total_norm = one.total();
+      result.buffers[i].total_norm = detail::norm_accumulator::finish(part, spec);
       if (first_bad == nonfinite_error::npos && !detail::is_finite(result.buffers[i].total_norm)) first_bad = i;
     });
     result.total_norm = group_norm.total();
