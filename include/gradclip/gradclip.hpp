@@ -8,5 +8,6 @@
 #include "norm.hpp"
 #include "clip_norm.hpp"
 #include "clip_value.hpp"
+#include "loss_scale.hpp"
 
 #endif  // GRADCLIP_GRADCLIP_HPP

@@ -19,7 +19,7 @@
 //
 // Where the gradclip path differs from libtorch 1.13, deliberately:
 //   - the total norm is accumulated in double and range-safe (libtorch sums float
-//     in float, so float grads give about 1e-7..1e-6 relative differences, and
+//     in float: float grads differ by up to ~1.5e-6 relative (measured), and
 //     values near 1e20 give libtorch an infinite norm and zeroed gradients);
 //     bfloat16 norms for p != 2 are accurate (libtorch accumulates them in
 //     bfloat16), and half works (libtorch 1.13 has no CPU clamp for half);
@@ -30,10 +30,16 @@
 //   - the infinity norm of a list holding an empty gradient is taken over the
 //     others (libtorch raises "max(): Expected reduction dim ...");
 //   - writes go to the gradients' memory directly, as libtorch's grad.data().mul_()
-//     does: autograd's version counter is not bumped.
+//     does: autograd's version counter is not bumped;
+//   - clip_grad_value_ with a bound beyond float's range leaves float gradients as
+//     they are (libtorch throws "value cannot be converted to type float without
+//     overflow"), and clamps half gradients (libtorch 1.13: no CPU clamp for half).
 // error_if_nonfinite = true throws c10::Error with libtorch's message before
 // anything is modified, as libtorch does; non-finite norms otherwise propagate as
 // in libtorch (NaN everywhere for a NaN norm, zeros for an infinite one).
+//
+// The namespace is gradclip::torch: in code that says `using namespace gradclip;`,
+// an unqualified `torch::` is ambiguous; write ::torch:: or qualify gradclip's.
 #ifndef GRADCLIP_TORCH_HPP
 #define GRADCLIP_TORCH_HPP
 
@@ -42,10 +48,12 @@
 #include <initializer_list>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include <torch/nn/utils/clip_grad.h>
+// clip_grad.h is not self-contained: torch/types.h (Tensor, the torch:: ops) comes first.
 #include <torch/types.h>
+#include <torch/nn/utils/clip_grad.h>
 
 #include "gradclip.hpp"
 

@@ -1,0 +1,464 @@
+// gradclip::torch against libtorch 1.13's torch::nn::utils::clip_grad_norm_ and clip_grad_value_,
+// run in the same process on copies of the same parameters: random parameter lists (0..10000
+// elements, 0-d to 3-d), p = 1, 2, 3, inf, float and double; half and bfloat16; error_if_nonfinite;
+// the fallback to libtorch (transposed, strided and complex gradients, arguments gradclip rejects);
+// and the places where gradclip deliberately differs (range-safe norms, no write when the
+// coefficient is 1). A long-double reference says which side is right where they differ.
+#include <gradclip/torch.hpp>  // first: the header must be self-contained
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "reference.hpp"
+
+namespace {
+
+using at::Tensor;
+using params_t = std::vector<Tensor>;
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+
+// A parameter of the given shape whose gradient holds values of mixed sign and magnitude.
+Tensor make_param(at::IntArrayRef shape, at::ScalarType dtype, std::mt19937_64& rng, double magnitude = 1.0) {
+  auto p = at::zeros(shape, at::TensorOptions().dtype(dtype)).requires_grad_(true);
+  auto g = at::empty(shape, at::TensorOptions().dtype(at::kDouble));
+  auto* d = g.data_ptr<double>();
+  for (std::int64_t i = 0; i < g.numel(); ++i) {
+    const double u = static_cast<double>(rng() >> 11) * 0x1p-53;
+    const double v = std::ldexp(u + 0.5, static_cast<int>(rng() % 9) - 4) * magnitude;
+    d[i] = (rng() & 1) ? v : -v;
+  }
+  p.mutable_grad() = g.to(dtype);
+  return p;
+}
+
+// count parameters of random shapes (0..10000 elements; 0-d, 1-d, 2-d, 3-d), some without a gradient.
+params_t random_params(std::size_t count, at::ScalarType dtype, std::uint64_t seed, bool allow_empty = true) {
+  std::mt19937_64 rng(seed);
+  params_t params;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto r = rng() % 100;
+    std::int64_t n = static_cast<std::int64_t>(r < 10 ? rng() % 10 : (r < 80 ? rng() % 1000 : rng() % 10001));
+    if (!allow_empty && n == 0) n = 1;
+    switch (rng() % 4) {
+      case 0:
+        params.push_back(n == 1 ? make_param({}, dtype, rng) : make_param({n}, dtype, rng));
+        break;
+      case 1:
+        params.push_back(make_param({n, 1}, dtype, rng));
+        break;
+      case 2:
+        params.push_back(n % 2 == 0 ? make_param({2, n / 2}, dtype, rng) : make_param({n}, dtype, rng));
+        break;
+      default:
+        params.push_back(n % 6 == 0 ? make_param({2, 3, n / 6}, dtype, rng) : make_param({1, n}, dtype, rng));
+        break;
+    }
+    if (rng() % 10 == 0) {  // a parameter without a gradient
+      auto q = at::ones({3}, at::TensorOptions().dtype(dtype)).requires_grad_(true);
+      params.push_back(q);
+    }
+  }
+  return params;
+}
+
+// The gradient of the k-th parameter that has one.
+Tensor with_grad(const params_t& params, std::size_t k) {
+  for (const auto& p : params) {
+    if (p.grad().defined() && k-- == 0) return p.grad();
+  }
+  FAIL("fewer parameters with gradients than asked for");
+  return {};
+}
+
+// Deep copy: new parameters with copies of their gradients, strides kept (clone() would make a
+// strided gradient contiguous).
+params_t copy_params(const params_t& params) {
+  params_t out;
+  for (const auto& p : params) {
+    auto q = p.detach().clone().requires_grad_(true);
+    if (p.grad().defined()) {
+      const auto& g = p.grad();
+      auto c = at::empty_strided(g.sizes(), g.strides(), g.options());
+      c.copy_(g);
+      q.mutable_grad() = c;
+    }
+    out.push_back(q);
+  }
+  return out;
+}
+
+// Every gradient element as long double, in parameter order.
+std::vector<long double> grad_values(const params_t& params) {
+  std::vector<long double> v;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    const auto g = p.grad().to(at::kDouble).contiguous();
+    const double* d = g.data_ptr<double>();
+    for (std::int64_t i = 0; i < g.numel(); ++i) v.push_back(d[i]);
+  }
+  return v;
+}
+
+// Bitwise equality of two gradients' contents (same dtype, any strides).
+bool same_grad(const Tensor& a, const Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const auto x = a.contiguous(), y = b.contiguous();
+  return x.numel() == 0 || std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<std::size_t>(x.nbytes())) == 0;
+}
+
+bool same_grads(const params_t& a, const params_t& b) {
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!same_grad(a[i].grad(), b[i].grad())) return false;
+  return true;
+}
+
+// Largest |a - b| / (|b| + tiny) over all gradient elements; NaN positions must agree.
+double worst_relative(const params_t& a, const params_t& b, bool* nan_mismatch = nullptr) {
+  const auto x = grad_values(a), y = grad_values(b);
+  REQUIRE(x.size() == y.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) || std::isnan(y[i])) {
+      if (std::isnan(x[i]) != std::isnan(y[i]) && nan_mismatch) *nan_mismatch = true;
+      continue;
+    }
+    if (x[i] == y[i]) continue;
+    worst = std::max(worst, static_cast<double>(std::fabs(x[i] - y[i]) / (std::fabs(y[i]) + 1e-300L)));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("clip_grad_norm_ matches libtorch on random parameter lists", "[torch][norm]") {
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    const bool is_float = dtype == at::kFloat;
+    // libtorch sums float gradients in float (per-tensor norms, then the norm of the stacked norms):
+    // measured differences reach 1.4e-6 relative (p = 1 and 3 over ~10^4 elements); double agrees
+    // to ~2e-15. gradclip's own norm is checked against the long-double reference at 1e-13.
+    const double norm_tol = is_float ? 3e-6 : 1e-12;
+    // Gradients: the coefficient differs by the norm's difference plus libtorch's float rounding of
+    // it (two steps), and each product is rounded once on each side.
+    const double grad_tol = is_float ? norm_tol + 4 * 0x1p-24 : 1e-12;
+    double worst_norm = 0, worst_grad = 0;
+    for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+      for (double p : {1.0, 2.0, 3.0, inf}) {
+        // libtorch 1.13 cannot take the inf norm of an empty tensor (checked below).
+        const auto params = random_params(1 + seed % 7 * 3, dtype, seed * 31, p != inf);
+        const long double exact = ref::norm(grad_values(params), p);
+        for (double fraction : {0.25, 4.0}) {
+          INFO("dtype = " << dtype << ", seed = " << seed << ", p = " << p << ", fraction = " << fraction);
+          auto ours = copy_params(params);
+          auto theirs = copy_params(params);
+          const double max_norm = static_cast<double>(exact) * fraction;
+          REQUIRE(gradclip::torch::uses_gradclip(ours));
+          const double n_ours = gradclip::torch::clip_grad_norm_(ours, max_norm, p);
+          const double n_theirs = torch::nn::utils::clip_grad_norm_(theirs, max_norm, p);
+          CHECK(ref::rel_err(n_ours, exact) <= 1e-13);  // gradclip: double accuracy whatever the dtype
+          const double norm_diff = ref::rel_err(n_ours, n_theirs);
+          CHECK(norm_diff <= norm_tol);
+          worst_norm = std::max(worst_norm, norm_diff);
+          if (fraction > 1) {
+            CHECK(same_grads(ours, theirs));  // libtorch multiplied by exactly 1, gradclip wrote nothing
+            CHECK(same_grads(ours, params));
+          } else {
+            const double d = worst_relative(ours, theirs);
+            CHECK(d <= grad_tol);
+            worst_grad = std::max(worst_grad, d);
+          }
+        }
+      }
+    }
+    WARN("dtype " << dtype << ": largest relative difference from libtorch: norm " << worst_norm << ", gradient "
+                  << worst_grad);
+  }
+}
+
+TEST_CASE("clip_grad_norm_: the overloads, parameters without gradients, empty lists", "[torch][norm]") {
+  std::mt19937_64 rng(5);
+  auto a = make_param({40}, at::kFloat, rng), b = make_param({3, 5}, at::kFloat, rng);
+  auto no_grad = at::ones({7}).requires_grad_(true);
+  const long double before = ref::norm(grad_values({a, b}), 2.0);
+  const double n = gradclip::torch::clip_grad_norm_({a, no_grad, b}, 0.5);  // initializer_list overload
+  CHECK(ref::rel_err(n, before) <= 1e-13);
+  CHECK(ref::rel_err(static_cast<double>(ref::norm(grad_values({a, b}), 2.0)), 0.5) <= 1e-6);
+  CHECK_FALSE(no_grad.grad().defined());
+  // A single tensor, like libtorch's overload.
+  auto c = make_param({100}, at::kDouble, rng);
+  const double nc = static_cast<double>(ref::norm(grad_values({c}), 2.0));
+  CHECK(ref::rel_err(gradclip::torch::clip_grad_norm_(c, 1.0), nc) <= 1e-14);
+  CHECK(ref::rel_err(gradclip::torch::clip_grad_norm_(c, 1.0), 1.0) <= 1e-6);
+  // Nothing to clip: 0, as libtorch returns, even with error_if_nonfinite.
+  CHECK(gradclip::torch::clip_grad_norm_(params_t{}, 1.0) == 0.0);
+  CHECK(gradclip::torch::clip_grad_norm_(params_t{no_grad}, 1.0, 2.0, true) == 0.0);
+  CHECK(torch::nn::utils::clip_grad_norm_(params_t{no_grad}, 1.0, 2.0, true) == 0.0);
+}
+
+TEST_CASE("clip_grad_norm_: half and bfloat16 gradients", "[torch][norm][16bit]") {
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    for (double p : {1.0, 2.0, 3.0, inf}) {
+      INFO("dtype = " << dtype << ", p = " << p);
+      const auto params = random_params(9, dtype, 77, p != inf);
+      const long double exact = ref::norm(grad_values(params), p);
+      const double max_norm = static_cast<double>(exact) / 3;
+      auto ours = copy_params(params);
+      const double n = gradclip::torch::clip_grad_norm_(ours, max_norm, p);
+      CHECK(ref::rel_err(n, exact) <= 1e-13);
+      // libtorch on float32 copies (exact: every half and bfloat16 value is a float): the same
+      // norm to float accuracy, and gradients that round to ours within one ulp of the dtype.
+      params_t as_float;
+      for (const auto& q : params) {
+        auto f = q.detach().to(at::kFloat).requires_grad_(true);
+        if (q.grad().defined()) f.mutable_grad() = q.grad().to(at::kFloat);
+        as_float.push_back(f);
+      }
+      const double nf = torch::nn::utils::clip_grad_norm_(as_float, max_norm, p);
+      CHECK(ref::rel_err(n, nf) <= 1e-6);
+      const double ulp = dtype == at::kHalf ? 0x1p-10 : 0x1p-7;  // relative spacing at the bottom of a binade
+      const auto x = grad_values(ours);
+      const auto y = grad_values(as_float);
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const long double tol = std::fabs(y[i]) * ulp + (dtype == at::kHalf ? 0x1p-24L : 0.0L);
+        if (std::fabs(x[i] - y[i]) > tol) FAIL_CHECK("element " << i << ": " << double(x[i]) << " vs " << double(y[i]));
+      }
+    }
+  }
+  // libtorch 1.13 itself: half has no CPU clamp ("clamp_max_scalar_cpu" not implemented for 'Half');
+  // bfloat16 works, accumulating p != 2 norms in bfloat16.
+  auto h = random_params(3, at::kHalf, 78);
+  bool torch_half_ok = true;
+  try {
+    torch::nn::utils::clip_grad_norm_(copy_params(h), 1e-3);
+  } catch (const c10::Error&) {
+    torch_half_ok = false;
+  }
+  WARN("libtorch " << (torch_half_ok ? "clips" : "cannot clip") << " half gradients on the CPU");
+  CHECK_NOTHROW(gradclip::torch::clip_grad_norm_(h, 1e-3));
+  auto b = random_params(5, at::kBFloat16, 79);
+  auto b2 = copy_params(b);
+  const long double exact = ref::norm(grad_values(b), 2.0);
+  const double nb = torch::nn::utils::clip_grad_norm_(b2, 1e-2);
+  const double ob = gradclip::torch::clip_grad_norm_(b, 1e-2);
+  CHECK(ref::rel_err(ob, exact) <= 1e-13);
+  CHECK(ref::rel_err(nb, exact) <= 0x1p-6);  // libtorch rounds each tensor's norm and the total to bfloat16
+  CHECK(worst_relative(b, b2) <= 0x1p-6);     // its coefficient is rounded to bfloat16 too
+}
+
+TEST_CASE("clip_grad_norm_: a list mixing float, double, half and bfloat16", "[torch][norm]") {
+  params_t params;
+  std::mt19937_64 rng(11);
+  for (const auto dtype : {at::kHalf, at::kDouble, at::kBFloat16, at::kFloat, at::kHalf, at::kFloat})
+    params.push_back(make_param({static_cast<std::int64_t>(rng() % 3000 + 1)}, dtype, rng));
+  for (double p : {1.0, 2.0, 3.0, inf}) {
+    INFO("p = " << p);
+    const long double exact = ref::norm(grad_values(params), p);
+    auto ours = copy_params(params);
+    REQUIRE(gradclip::torch::uses_gradclip(ours));
+    const double max_norm = static_cast<double>(exact) / 5;
+    const double n = gradclip::torch::clip_grad_norm_(ours, max_norm, p);
+    CHECK(ref::rel_err(n, exact) <= 1e-13);
+    // libtorch on double copies: the same norm, and gradients that are ours before rounding.
+    params_t as_double;
+    for (const auto& q : params) {
+      auto d = q.detach().to(at::kDouble).requires_grad_(true);
+      d.mutable_grad() = q.grad().to(at::kDouble);
+      as_double.push_back(d);
+    }
+    CHECK(ref::rel_err(torch::nn::utils::clip_grad_norm_(as_double, max_norm, p), exact) <= 1e-13);
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      const auto rounded = as_double[i].grad().to(ours[i].grad().scalar_type());
+      const auto diff = (ours[i].grad().to(at::kDouble) - rounded.to(at::kDouble)).abs().max().item<double>();
+      const double spacing = ours[i].grad().scalar_type() == at::kDouble ? 1e-15 : 0x1p-8;
+      CHECK(diff <= spacing * rounded.to(at::kDouble).abs().max().item<double>());
+    }
+  }
+}
+
+TEST_CASE("clip_grad_norm_: error_if_nonfinite throws libtorch's c10::Error and modifies nothing",
+          "[torch][norm][nonfinite]") {
+  for (double bad : {ref::inf, -ref::inf, ref::nan}) {
+    for (double p : {1.0, 2.0, inf}) {
+      INFO("bad = " << bad << ", p = " << p);
+      auto params = random_params(4, at::kFloat, 21, false);
+      with_grad(params, 1).view(-1)[0] = bad;
+      auto ours = copy_params(params), theirs = copy_params(params);
+      std::string our_msg, their_msg;
+      try {
+        gradclip::torch::clip_grad_norm_(ours, 1.0, p, true);
+      } catch (const c10::Error& e) {
+        our_msg = e.msg();
+      }
+      try {
+        torch::nn::utils::clip_grad_norm_(theirs, 1.0, p, true);
+      } catch (const c10::Error& e) {
+        their_msg = e.msg();
+      }
+      CHECK_FALSE(our_msg.empty());
+      CHECK(our_msg == their_msg);
+      CHECK(same_grads(ours, params));
+      CHECK(same_grads(theirs, params));
+      // Without the check both propagate: NaN everywhere for NaN, zeros (inf * 0 = NaN) for inf.
+      const double n_ours = gradclip::torch::clip_grad_norm_(ours, 1.0, p);
+      const double n_theirs = torch::nn::utils::clip_grad_norm_(theirs, 1.0, p);
+      CHECK(ref::same_bits(n_ours, std::isnan(bad) ? n_ours : ref::inf));
+      CHECK(std::isnan(n_ours) == std::isnan(n_theirs));
+      CHECK((std::isnan(n_ours) || n_ours == n_theirs));
+      bool nan_mismatch = false;
+      CHECK(worst_relative(ours, theirs, &nan_mismatch) == 0.0);
+      CHECK_FALSE(nan_mismatch);
+    }
+  }
+}
+
+TEST_CASE("clip_grad_norm_ defers to libtorch for gradients gradclip does not read", "[torch][norm][fallback]") {
+  std::mt19937_64 rng(3);
+  auto base = random_params(3, at::kFloat, 31, false);
+  SECTION("a transposed (non-contiguous) gradient") {
+    auto p = at::zeros({30, 40}).requires_grad_(true);
+    p.mutable_grad() = make_param({40, 30}, at::kFloat, rng).grad().t();
+    REQUIRE_FALSE(p.grad().is_contiguous());
+    base.push_back(p);
+  }
+  SECTION("a strided gradient (every other element)") {
+    auto p = at::zeros({500}).requires_grad_(true);
+    p.mutable_grad() = make_param({1000}, at::kFloat, rng).grad().slice(0, 0, 1000, 2);
+    base.push_back(p);
+  }
+  SECTION("a complex gradient") {
+    auto p = at::zeros({64}, at::TensorOptions().dtype(at::kComplexFloat)).requires_grad_(true);
+    p.mutable_grad() = at::randn({64}, at::TensorOptions().dtype(at::kComplexFloat));
+    base.push_back(p);
+  }
+  REQUIRE_FALSE(gradclip::torch::uses_gradclip(base));
+  for (double p : {1.0, 2.0, inf}) {
+    auto ours = copy_params(base), theirs = copy_params(base);
+    REQUIRE_FALSE(gradclip::torch::uses_gradclip(ours));
+    const double a = gradclip::torch::clip_grad_norm_(ours, 0.1, p);
+    const double b = torch::nn::utils::clip_grad_norm_(theirs, 0.1, p);
+    CHECK(ref::same_bits(a, b));
+    CHECK(same_grads(ours, theirs));
+  }
+}
+
+TEST_CASE("clip_grad_norm_: arguments gradclip rejects get libtorch's results", "[torch][norm][fallback]") {
+  const auto params = random_params(3, at::kFloat, 41, false);
+  for (double max_norm : {-1.0, ref::nan}) {
+    auto ours = copy_params(params), theirs = copy_params(params);
+    const double a = gradclip::torch::clip_grad_norm_(ours, max_norm);
+    const double b = torch::nn::utils::clip_grad_norm_(theirs, max_norm);
+    CHECK(ref::same_bits(a, b));
+    CHECK(same_grads(ours, theirs));
+  }
+  // norm_type 0: libtorch 1.13 returns the number of gradients and clips by it.
+  for (double norm_type : {0.0, -2.0}) {
+    auto ours = copy_params(params), theirs = copy_params(params);
+    const double a = gradclip::torch::clip_grad_norm_(ours, 1.0, norm_type);
+    const double b = torch::nn::utils::clip_grad_norm_(theirs, 1.0, norm_type);
+    CHECK(ref::same_bits(a, b));
+    CHECK(same_grads(ours, theirs));
+  }
+}
+
+TEST_CASE("clip_grad_norm_: gradclip's norm stays finite where libtorch's float norm overflows",
+          "[torch][norm][range]") {
+  std::mt19937_64 rng(9);
+  auto p = make_param({1000}, at::kFloat, rng, 1e20);
+  auto theirs = copy_params({p});
+  const long double exact = ref::norm(grad_values({p}), 2.0);
+  const double n = gradclip::torch::clip_grad_norm_(p, 1.0);
+  CHECK(ref::rel_err(n, exact) <= 1e-13);
+  CHECK(ref::rel_err(gradclip::global_norm(gradclip::buffer_view<float>(p.grad().data_ptr<float>(), 1000)), 1.0) <=
+        1e-6);
+  // libtorch: the sum of squares overflows float, the norm is inf and every gradient becomes 0.
+  CHECK(torch::nn::utils::clip_grad_norm_(theirs, 1.0) == ref::inf);
+  CHECK(theirs[0].grad().abs().max().item<float>() == 0.0f);
+}
+
+TEST_CASE("clip_grad_norm_: the infinity norm skips empty gradients, where libtorch 1.13 raises",
+          "[torch][norm]") {
+  std::mt19937_64 rng(12);
+  params_t params{make_param({0}, at::kFloat, rng), make_param({10}, at::kFloat, rng)};
+  const double expected = params[1].grad().abs().max().item<double>();
+  CHECK_THROWS_AS(torch::nn::utils::clip_grad_norm_(copy_params(params), 1.0, inf), c10::Error);
+  CHECK(gradclip::torch::clip_grad_norm_(params, 1e-3, inf) == expected);
+  CHECK(params[1].grad().abs().max().item<double>() == Approx(1e-3).epsilon(1e-6));
+}
+
+TEST_CASE("clip_grad_value_ matches libtorch bit for bit", "[torch][value]") {
+  for (const auto dtype : {at::kFloat, at::kDouble, at::kBFloat16}) {
+    // (A bound beyond float's range makes libtorch throw for float gradients; gradclip clamps to
+    // +-inf, i.e. leaves them as they are.)
+    for (double clip_value : {0.0, 0.1, 0.5, 3.0, 1e30}) {
+      INFO("dtype = " << dtype << ", clip_value = " << clip_value);
+      auto params = random_params(6, dtype, 51);
+      // Special values: NaN stays NaN, infinities go to the bounds, signed zeros as libtorch's.
+      auto z = with_grad(params, 0).view(-1);
+      z.narrow(0, 0, std::min<std::int64_t>(4, z.numel())).zero_();
+      auto g = with_grad(params, 1).view(-1);
+      if (g.numel() >= 4) {
+        g[0] = ref::nan;
+        g[1] = ref::inf;
+        g[2] = -ref::inf;
+        g[3] = -0.0;
+      }
+      auto ours = copy_params(params), theirs = copy_params(params);
+      gradclip::torch::clip_grad_value_(ours, clip_value);
+      torch::nn::utils::clip_grad_value_(theirs, clip_value);
+      for (std::size_t i = 0; i < ours.size(); ++i) {
+        if (!ours[i].grad().defined()) continue;
+        // NaN payloads aside, every element is libtorch's bit for bit.
+        const auto a = ours[i].grad().nan_to_num(0.5), b = theirs[i].grad().nan_to_num(0.5);
+        CHECK(same_grad(a, b));
+        CHECK(at::equal(ours[i].grad().isnan(), theirs[i].grad().isnan()));
+      }
+    }
+  }
+}
+
+TEST_CASE("clip_grad_value_: half, fallbacks, overloads, negative clip values", "[torch][value]") {
+  std::mt19937_64 rng(61);
+  // half: libtorch 1.13 has no CPU clamp for it; gradclip clamps to the nearest half of the bound.
+  auto h = make_param({1000}, at::kHalf, rng);
+  const auto before = h.grad().to(at::kFloat);
+  gradclip::torch::clip_grad_value_(h, 0.1);
+  const float bound = static_cast<float>(at::Half(0.1f));
+  CHECK(at::equal(h.grad().to(at::kFloat), before.clamp(-bound, bound)));
+
+  // A transposed gradient beside a float one: each clamped, libtorch's way for the one gradclip
+  // does not read.
+  auto t = at::zeros({20, 30}).requires_grad_(true);
+  t.mutable_grad() = make_param({30, 20}, at::kFloat, rng).grad().t();
+  auto f = make_param({77}, at::kFloat, rng);
+  auto ours = copy_params({t, f}), theirs = copy_params({t, f});
+  gradclip::torch::clip_grad_value_({ours[0], ours[1]}, 0.25);
+  torch::nn::utils::clip_grad_value_({theirs[0], theirs[1]}, 0.25);
+  CHECK(same_grads(ours, theirs));
+  CHECK_FALSE(ours[0].grad().is_contiguous());
+
+  // A bound beyond float's range: libtorch cannot convert it; gradclip clamps to +-inf.
+  {
+    auto a = copy_params({f});
+    CHECK_THROWS_AS(torch::nn::utils::clip_grad_value_(copy_params({f}), 1e300), std::runtime_error);
+    gradclip::torch::clip_grad_value_(a, 1e300);
+    CHECK(same_grads(a, {f}));
+  }
+
+  // clip_value < 0: libtorch's clamp with lo > hi (every element becomes hi).
+  for (double v : {-0.5, ref::nan}) {
+    auto a = copy_params({f}), b = copy_params({f});
+    gradclip::torch::clip_grad_value_(a, v);
+    torch::nn::utils::clip_grad_value_(b, v);
+    CHECK(at::equal(a[0].grad().isnan(), b[0].grad().isnan()));
+    CHECK(same_grad(a[0].grad().nan_to_num(0.5), b[0].grad().nan_to_num(0.5)));
+  }
+}
