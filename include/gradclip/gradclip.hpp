@@ -9,5 +9,10 @@
 #include "clip_norm.hpp"
 #include "clip_value.hpp"
 #include "loss_scale.hpp"
+#include "adaptive/norm_stats.hpp"
+#include "adaptive/auto_clip.hpp"
+#include "adaptive/nonfinite_guard.hpp"
+#include "adaptive/zclip.hpp"
+#include "adaptive/adagc.hpp"
 
 #endif  // GRADCLIP_GRADCLIP_HPP

@@ -23,7 +23,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <istream>
-#include <limits>
 #include <optional>
 #include <ostream>
 #include <stdexcept>
@@ -93,8 +92,10 @@ struct guarded_step : guard_step {
 class nonfinite_guard {
  public:
   // max_consecutive: how many non-finite steps in a row are skipped; the next one
-  // throws. 0 throws on the first. Throws std::invalid_argument when negative.
-  explicit nonfinite_guard(long long max_consecutive) : max_consecutive_(checked(max_consecutive)) {}
+  // throws. 0 throws on the first. Any integer type (no narrowing in braces);
+  // throws std::invalid_argument when negative.
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
+  explicit nonfinite_guard(Int max_consecutive) : max_consecutive_(checked(max_consecutive)) {}
 
   // Judges the gradients themselves: finite when every element is.
   template <class Group, std::enable_if_t<is_group_v<Group> || is_buffer_v<Group>, int> = 0>
@@ -152,8 +153,7 @@ class nonfinite_guard {
     s.skipped_ = r.get_u64();
     s.consecutive_ = r.get_u64();
     r.finish();
-    if (s.max_consecutive_ > max_allowed || s.skipped_ > s.steps_ || s.consecutive_ > s.skipped_ ||
-        s.consecutive_ > s.max_consecutive_) {
+    if (s.skipped_ > s.steps_ || s.consecutive_ > s.skipped_ || s.consecutive_ > s.max_consecutive_) {
       r.fail("inconsistent fields");
     }
     *this = s;
@@ -163,12 +163,13 @@ class nonfinite_guard {
   static constexpr const char* kind = "nonfinite_guard";
   static constexpr std::uint32_t version = 1;
   static constexpr std::size_t unknown = static_cast<std::size_t>(-2);  // non-finite, buffer not known
-  static constexpr std::uint64_t max_allowed = static_cast<std::uint64_t>(std::numeric_limits<long long>::max());
-
-  static std::uint64_t checked(long long max_consecutive) {
-    if (max_consecutive < 0) {
-      throw std::invalid_argument("gradclip::nonfinite_guard: max_consecutive must be >= 0, got " +
-                                  std::to_string(max_consecutive));
+  template <class Int>
+  static std::uint64_t checked(Int max_consecutive) {
+    if constexpr (std::is_signed_v<Int>) {
+      if (max_consecutive < 0) {
+        throw std::invalid_argument("gradclip::nonfinite_guard: max_consecutive must be >= 0, got " +
+                                    std::to_string(max_consecutive));
+      }
     }
     return static_cast<std::uint64_t>(max_consecutive);
   }

@@ -21,6 +21,7 @@
 
 #include "../clip_norm.hpp"
 #include "../detail/float_bits.hpp"
+#include "../detail/p2_quantile.hpp"
 #include "../detail/state_io.hpp"
 
 namespace gradclip {
@@ -77,10 +78,7 @@ class norm_stats {
     if (recent_.empty()) return nan();
     std::vector<double> sorted = recent_;
     std::sort(sorted.begin(), sorted.end());
-    const double pos = q * static_cast<double>(sorted.size() - 1);
-    const auto lo = static_cast<std::size_t>(std::floor(pos));
-    const std::size_t hi = std::min(lo + 1, sorted.size() - 1);
-    return sorted[lo] + (pos - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
+    return detail::linear_quantile(sorted.data(), sorted.size(), q);
   }
 
   void save(std::ostream& out) const {
