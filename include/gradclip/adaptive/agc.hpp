@@ -4,26 +4,29 @@
 //   auto r = clip(params, grads);                        // r.clipped of r.units were clipped
 //
 // Brock, De, Smith, Simonyan 2021, "High-Performance Large-Scale Image Recognition
-// Without Normalization" (NFNets), section 4.1; Optax's adaptive_grad_clip; timm's
-// adaptive_clip_grad. For every unit i of every gradient buffer G with weights W:
+// Without Normalization" (NFNets), section 4.1, and the authors' SGD_AGC
+// (google-deepmind/deepmind-research, nfnets/optim.py); also Optax's
+// adaptive_grad_clip and timm's adaptive_clip_grad. For every unit i of every
+// gradient buffer G with weights W (L2 norms):
 //   max_i = clipping * max(||W_i||, eps)
 //   G_i  *= max_i / max(||G_i||, 1e-6)     when ||G_i|| > max_i
-// (L2 norms). The units of a matrix are its rows (the output units of an out x in
-// weight matrix, PyTorch's layout; store a convolution kernel as
-// out x (in * kh * kw)) or, with axis::cols, its columns (the output units of
-// JAX's in x out layout). A vector, a 1 x n or n x 1 matrix, a std::vector or
-// any other non-matrix buffer is one unit, as Optax squeezes it.
+// The units of a matrix are its rows (the output units of an out x in weight
+// matrix, PyTorch's layout; store a convolution kernel as out x (in * kh * kw)) or,
+// with axis::cols, its columns (the output units of JAX's in x out layout). A
+// vector, a 1 x n or n x 1 matrix, a std::vector or any other non-matrix buffer is
+// one unit, as the authors' code and Optax squeeze it.
 //
 // eps keeps zero-initialised weights (biases, gains) from freezing their gradients
-// at zero; the 1e-6 only guards the division (Optax's div_eps). The paper clips
-// when the ratio exceeds clipping, strictly: a unit at exactly max_i is not
-// written (Optax rescales it by max_i / ||G_i||, which is 1 unless ||G_i|| < 1e-6).
-// The paper leaves the final classifier layer unclipped: exclude its buffers with
-// agc_options::mask.
+// at zero; the 1e-6 only guards the division. The test is strict, as in the paper
+// and the authors' code: a unit exactly at max_i is not written (Optax's
+// where(||G|| < max) rescales it by max_i / max(||G_i||, 1e-6), which is 1 unless
+// ||G_i|| < 1e-6). The paper leaves the final classifier layer unclipped: exclude
+// its buffers with agc_options::mask. Units lying across the storage order (the
+// rows of a column-major matrix) are read a tile at a time in storage order.
 //
-// Defaults: eps = 1e-3 is Optax's and timm's; clipping = 0.01 is timm's default
-// (Optax has none), the value the paper uses for its NFNet-F models at batch 4096
-// (smaller batches tolerate larger values, e.g. 0.02 to 0.16).
+// Defaults: clipping = 0.01 and eps = 1e-3, those of the authors' SGD_AGC and of
+// timm (Optax's eps is 1e-3 too; it has no default for clipping). The paper finds
+// that the best clipping value shrinks as the batch grows.
 #ifndef GRADCLIP_ADAPTIVE_AGC_HPP
 #define GRADCLIP_ADAPTIVE_AGC_HPP
 
@@ -42,6 +45,7 @@
 #include "../errors.hpp"
 #include "../detail/float_bits.hpp"
 #include "../detail/group_ops.hpp"
+#include "../detail/norm_accumulator.hpp"
 #include "../detail/validate.hpp"
 #include "../detail/view.hpp"
 #include "clip_units.hpp"
@@ -110,6 +114,28 @@ void with_buffer_object(G&& g, std::size_t index, F&& f) {
   } else {
     f(unwrap(*std::next(std::begin(g), static_cast<std::ptrdiff_t>(index))));
   }
+}
+
+template <class A, class B, class F, std::size_t... I>
+void zip_tuples(A& a, B& b, F& f, std::index_sequence<I...>) {
+  (f(I, unwrap(std::get<I>(a)), unwrap(std::get<I>(b))), ...);
+}
+
+// Calls f(index, w, g) for the buffers at the same index of two groups of as many
+// buffers. Two tuples of one size are zipped element by element; otherwise each
+// buffer of gs is matched with its counterpart by index (which, with a tuple on
+// one side, instantiates f for every pair of types).
+template <class Ws, class Gs, class F>
+void for_each_buffer_pair(Ws& ws, Gs& gs, F&& f) {
+  using W = plain_t<Ws>;
+  using G = plain_t<Gs>;
+  if constexpr (!is_buffer_v<W> && !is_buffer_v<G> && group_kind<W>::value == 2 && group_kind<G>::value == 2) {
+    if constexpr (std::tuple_size_v<W> == std::tuple_size_v<G>) {
+      zip_tuples(ws, gs, f, std::make_index_sequence<std::tuple_size_v<W>>{});
+      return;
+    }
+  }
+  for_each_buffer_object(gs, [&](std::size_t i, auto& g) { with_buffer_object(ws, i, [&](auto& w) { f(i, w, g); }); });
 }
 
 template <class G>
@@ -201,9 +227,9 @@ inline double agc_coefficient(double grad_norm, double max_norm) noexcept {
 // Calls f(buffer_index, weight_units, grad_units) for every buffer the mask keeps.
 template <class Params, class Grads, class F>
 void for_each_agc_pair(const Params& params, Grads& grads, const agc_options& options, F&& f) {
-  for_each_buffer_object(grads, [&](std::size_t i, auto& g) {
+  for_each_buffer_pair(params, grads, [&](std::size_t i, const auto& w, auto& g) {
     if (!options.mask.empty() && !options.mask[i]) return;
-    with_buffer_object(params, i, [&](const auto& w) { f(i, agc_units(w, options.units), agc_units(g, options.units)); });
+    f(i, agc_units(w, options.units), agc_units(g, options.units));
   });
 }
 
@@ -232,19 +258,25 @@ agc_result adaptive_grad_clip(const Params& params, Grads&& grads, double clippi
     throw std::invalid_argument("gradclip::agc: a mask of " + std::to_string(options.mask.size()) + " flags for " +
                                 std::to_string(count) + " buffers");
   }
-  detail::for_each_buffer_object(grads, [&](std::size_t i, const auto& g) {
-    detail::with_buffer_object(params, i, [&](const auto& w) { detail::check_same_units(w, g, i); });
-  });
+  detail::for_each_buffer_pair(params, grads,
+                               [](std::size_t i, const auto& w, const auto& g) { detail::check_same_units(w, g, i); });
 
   const auto l2 = detail::kernels::norm_spec::from(2.0);
+  detail::kernels::norm_partial weight_parts[detail::unit_tile], grad_parts[detail::unit_tile];
   if (options.on_nonfinite == nonfinite::error) {
     // Every norm first: a non-finite unit anywhere throws before any unit is written.
     detail::for_each_agc_pair(params, grads, options, [&](std::size_t i, const auto& w, const auto& g) {
-      for (std::size_t u = 0; u < g.count; ++u) {
-        const double gn = detail::total_norm(g[u], l2);
-        const double max_norm = detail::agc_max_norm(detail::total_norm(detail::to_const(w[u]), l2), clipping, eps);
-        if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
-          throw nonfinite_error(detail::is_finite(gn) ? max_norm : gn, i);
+      for (std::size_t first = 0; first < g.count; first += detail::unit_tile) {
+        const std::size_t n = std::min(detail::unit_tile, g.count - first);
+        detail::unit_partials(w, first, n, l2, weight_parts);
+        detail::unit_partials(g, first, n, l2, grad_parts);
+        for (std::size_t u = 0; u < n; ++u) {
+          const double gn = detail::norm_accumulator::finish(grad_parts[u], l2);
+          const double max_norm =
+              detail::agc_max_norm(detail::norm_accumulator::finish(weight_parts[u], l2), clipping, eps);
+          if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
+            throw nonfinite_error(detail::is_finite(gn) ? max_norm : gn, i);
+          }
         }
       }
     });
@@ -252,21 +284,26 @@ agc_result adaptive_grad_clip(const Params& params, Grads&& grads, double clippi
 
   agc_result result;
   detail::unit_tally tally(l2);
+  double coefficients[detail::unit_tile];
   detail::for_each_agc_pair(params, grads, options, [&](std::size_t, const auto& w, const auto& g) {
-    detail::require_writable<std::decay_t<decltype(g[0])>>();
     result.units += g.count;
-    for (std::size_t u = 0; u < g.count; ++u) {
-      const auto unit = g[u];
-      const double gn = tally.measure(unit);
-      const double max_norm = detail::agc_max_norm(detail::total_norm(detail::to_const(w[u]), l2), clipping, eps);
-      if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
-        ++result.nonfinite;
-        if (options.on_nonfinite == nonfinite::skip) continue;
+    for (std::size_t first = 0; first < g.count; first += detail::unit_tile) {
+      const std::size_t n = std::min(detail::unit_tile, g.count - first);
+      detail::unit_partials(w, first, n, l2, weight_parts);
+      detail::unit_partials(g, first, n, l2, grad_parts);
+      for (std::size_t u = 0; u < n; ++u) {
+        const double gn = tally.add(grad_parts[u]);
+        const double max_norm =
+            detail::agc_max_norm(detail::norm_accumulator::finish(weight_parts[u], l2), clipping, eps);
+        coefficients[u] = 1.0;
+        if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
+          ++result.nonfinite;
+          if (options.on_nonfinite == nonfinite::skip) continue;
+        }
+        coefficients[u] = detail::agc_coefficient(gn, max_norm);
+        if (coefficients[u] != 1.0) tally.scaled(coefficients[u]);
       }
-      const double c = detail::agc_coefficient(gn, max_norm);
-      if (c == 1.0) continue;
-      detail::scale_all(unit, c);
-      tally.scaled(c);
+      detail::scale_units(g, first, n, coefficients);
     }
   });
   if (!options.mask.empty()) {

@@ -20,11 +20,15 @@
 // strictly below max_norm; eps = 0 lands on it up to the rounding of the elements.
 //
 // Units are taken literally: an n x 1 matrix has n rows of one element each. (AGC
-// instead treats any vector as one unit; see adaptive/agc.hpp.)
+// instead treats any vector as one unit; see adaptive/agc.hpp.) Units lying across
+// the storage order (the rows of a column-major matrix) are read a tile of 1024 at
+// a time in storage order (kernels/across.hpp), not one strided unit at a time.
 #ifndef GRADCLIP_ADAPTIVE_CLIP_UNITS_HPP
 #define GRADCLIP_ADAPTIVE_CLIP_UNITS_HPP
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -36,6 +40,7 @@
 #include "../errors.hpp"
 #include "../detail/float_bits.hpp"
 #include "../detail/group_ops.hpp"
+#include "../detail/kernels/across.hpp"
 #include "../detail/norm_accumulator.hpp"
 #include "../detail/validate.hpp"
 #include "../detail/view.hpp"
@@ -82,6 +87,11 @@ struct unit_layout {
   strided_view<P> operator[](std::size_t u) const noexcept {
     return make_view<P>(data + static_cast<std::ptrdiff_t>(u) * unit_stride, length, element_stride, 1, 0);
   }
+  // Units closer together in memory than the elements of a unit (the rows of a
+  // column-major matrix): processed a tile at a time in storage order.
+  bool across() const noexcept {
+    return count > 1 && length > 1 && std::abs(unit_stride) < std::abs(element_stride);
+  }
 };
 
 // The literal rows or columns of an Eigen matrix (an n x 1 matrix has n rows).
@@ -98,17 +108,59 @@ auto matrix_units(X& x, axis along) noexcept {
   return l;
 }
 
+// Unit-wise methods work a tile of units at a time: partials of the tile, a
+// coefficient per unit, then the writes, with no allocation.
+inline constexpr std::size_t unit_tile = kernels::across_tile;
+
+// The partials of units [first, first + n), n <= unit_tile.
+template <class P>
+void unit_partials(const unit_layout<P>& l, std::size_t first, std::size_t n, const kernels::norm_spec& spec,
+                   kernels::norm_partial* out) noexcept {
+  if (l.across()) {
+    kernels::across_partials<std::remove_const_t<P>>(l.data + static_cast<std::ptrdiff_t>(first) * l.unit_stride, n,
+                                                     l.unit_stride, l.length, l.element_stride, spec, out);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) out[i] = group_partial(l[first + i], spec);
+  }
+}
+
+// Scales unit first + i by c[i]; a unit whose coefficient is 1 is not written.
+template <class P>
+void scale_units(const unit_layout<P>& l, std::size_t first, std::size_t n, const double* c) noexcept {
+  require_writable<strided_view<P>>();
+  if (l.across()) {
+    kernels::across_scale(l.data + static_cast<std::ptrdiff_t>(first) * l.unit_stride, n, l.unit_stride, l.length,
+                          l.element_stride, c);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!(c[i] == 1.0)) scale_all(l[first + i], c[i]);
+    }
+  }
+}
+
+// sum += unit first + i for each i with include[i], in unit order.
+template <class D, class P>
+void add_units(const strided_view<D>& sum, const unit_layout<P>& l, std::size_t first, std::size_t n,
+               const bool* include) noexcept {
+  if (l.across()) {
+    kernels::across_add(sum.data, sum.inner_stride, l.data + static_cast<std::ptrdiff_t>(first) * l.unit_stride, n,
+                        l.unit_stride, l.length, l.element_stride, include);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (include[i]) kernels::add_scaled(sum, to_const(l[first + i]), 1.0);
+    }
+  }
+}
+
 // Running summary of the units measured and the coefficients applied. Units are
-// measured as partials (norm^p = scale^p * sum), so that their combined norm is
-// as exact as a norm of the whole.
+// added as partials (norm^p = scale^p * sum), so that their combined norm is as
+// exact as a norm of the whole.
 class unit_tally {
  public:
   explicit unit_tally(const kernels::norm_spec& spec) noexcept : spec_(spec), total_(spec) {}
 
-  // Adds one unit; returns its norm.
-  template <class View>
-  double measure(const View& unit) noexcept {
-    const kernels::norm_partial part = group_partial(unit, spec_);
+  // Adds one unit's partial; returns its norm.
+  double add(const kernels::norm_partial& part) noexcept {
     total_.add(part);
     const double norm = norm_accumulator::finish(part, spec_);
     if (!is_nan(max_) && (is_nan(norm) || norm > max_)) max_ = norm;
@@ -154,10 +206,9 @@ template <class Matrix, class Sum>
 unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options& options, Sum* sum) {
   check_unit_clip_options(max_norm, options);
   const auto units = matrix_units(m, options.units);
-  require_writable<decltype(units[0])>();
 
   // The sum's view, checked before anything is written.
-  auto sum_view = [&]() {
+  [[maybe_unused]] auto sum_view = [&]() {
     if constexpr (std::is_same_v<Sum, void_sum>) {
       return 0;
     } else {
@@ -181,32 +232,40 @@ unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options&
 
   const auto spec = kernels::norm_spec::from(options.norm_type);
   const clip_options clip{options.norm_type, options.eps, options.on_nonfinite};
+  kernels::norm_partial parts[unit_tile];
   if (options.on_nonfinite == nonfinite::error) {
     // Every norm first: a non-finite unit anywhere throws before any unit is written.
-    for (std::size_t u = 0; u < units.count; ++u) {
-      const double n = total_norm(units[u], spec);
-      if (!is_finite(n)) throw nonfinite_error(n, u);
+    for (std::size_t first = 0; first < units.count; first += unit_tile) {
+      const std::size_t n = std::min(unit_tile, units.count - first);
+      unit_partials(units, first, n, spec, parts);
+      for (std::size_t i = 0; i < n; ++i) {
+        const double norm = norm_accumulator::finish(parts[i], spec);
+        if (!is_finite(norm)) throw nonfinite_error(norm, first + i);
+      }
     }
   }
 
   unit_tally tally(spec);
   unit_clip_result result;
   result.units = units.count;
-  for (std::size_t u = 0; u < units.count; ++u) {
-    const auto unit = units[u];
-    const double n = tally.measure(unit);
-    const bool finite = is_finite(n);
-    if (!finite) ++result.nonfinite;
-    const clip_result r = decide(unit, max_norm, n, clip);
-    if (r.clipped) {
-      scale_all(unit, r.scale);
-      tally.scaled(r.scale);
-    }
-    if constexpr (!std::is_same_v<Sum, void_sum>) {
+  double coefficients[unit_tile];
+  bool include[unit_tile];
+  for (std::size_t first = 0; first < units.count; first += unit_tile) {
+    const std::size_t n = std::min(unit_tile, units.count - first);
+    unit_partials(units, first, n, spec, parts);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double norm = tally.add(parts[i]);
+      const bool finite = is_finite(norm);
+      if (!finite) ++result.nonfinite;
+      const clip_result r = decide(units[first + i], max_norm, norm, clip);
+      coefficients[i] = r.clipped ? r.scale : 1.0;
+      if (r.clipped) tally.scaled(r.scale);
       // Under skip a non-finite unit stays out of the sum: it contributes zero,
       // which keeps DP-SGD's bound on each example's contribution.
-      if (finite || options.on_nonfinite != nonfinite::skip) kernels::add_scaled(sum_view, to_const(unit), 1.0);
+      include[i] = finite || options.on_nonfinite != nonfinite::skip;
     }
+    scale_units(units, first, n, coefficients);
+    if constexpr (!std::is_same_v<Sum, void_sum>) add_units(sum_view, units, first, n, include);
   }
   result.clipped = tally.clipped();
   result.max_unit_norm = tally.max_norm();
