@@ -4,7 +4,6 @@
 // paper, published values, and the exact percentile on a long stationary run).
 // Non-finite norms, bad arguments, and the state record.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -563,22 +562,19 @@ TEST_CASE("auto_clip: bad arguments throw before anything changes", "[auto_clip]
   CHECK(saved(clip) == state);
 }
 
-TEST_CASE("auto_clip: the whole history stays fast on long runs", "[auto_clip]") {
-  // O(log n) per step: 200k steps take well under a second at -O1 (re-sorting, or
-  // inserting into one sorted vector, would take minutes or tens of seconds).
+TEST_CASE("auto_clip: the whole history stays exact on long runs", "[auto_clip]") {
+  // 200k steps through the two-heap percentile (O(log n) per step) still give
+  // numpy's percentile of the whole history, bit for bit.
   auto_clip clip(10);
   std::vector<double> g{1.0};
   std::mt19937_64 rng(1);
   std::lognormal_distribution<double> dist(0.0, 1.0);
   std::vector<double> seen;
-  const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 200000; ++i) {
     const double x = dist(rng);
     seen.push_back(x);
     clip(g, x);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (seconds > 2.0) WARN("200k AutoClip steps took " << seconds << " s");
   CHECK(ref::same_bits(clip.threshold(), numpy_percentile(seen, 10)));
   CHECK(clip.history_size() == 200000);
 }
