@@ -243,3 +243,19 @@ TEST_CASE("partial norms combine to the norm of the whole", "[norm][partial]") {
   CHECK(std::isnan(gradclip::norm_from_partial(gradclip::combine_partials(nan_part, one, 2.0), 2.0)));
   CHECK(gradclip::norm_from_partial(gradclip::combine_partials(one, inf_part, 2.0), 2.0) == ref::inf);
 }
+
+TEST_CASE("finite partials that add past DBL_MAX are rebased, not overflowed", "[norm][range]") {
+  // Each buffer's sum of squares (~1.7e308) is finite; their total is not.
+  const std::vector<std::vector<double>> group{{1.3e154}, {1.3e154}, {-1.3e154, 1e150}};
+  std::vector<long double> all;
+  for (const auto& b : group)
+    for (double x : b) all.push_back(x);
+  for (double p : {1.0, 2.0, 3.0, 0.5}) {
+    INFO("p = " << p);
+    CHECK(ref::rel_err(gradclip::global_norm(group, p), ref::norm(all, p)) <= 1e-13);
+  }
+  auto g = group;
+  const auto r = gradclip::clip_by_global_norm(g, 1.0);
+  CHECK(std::isfinite(r.total_norm));
+  CHECK(gradclip::global_norm(g) == Approx(1.0).epsilon(1e-6));
+}

@@ -71,7 +71,8 @@ clip_result decide(const G& g, double max_norm, double total_norm, const clip_op
   // A zero norm with eps = 0 would give 0/0: the data is all zeros, nothing to do.
   if (denominator == 0.0) return {total_norm, 1.0, false};
   const double coefficient = max_norm / denominator;
-  if (coefficient >= 1.0) return {total_norm, 1.0, false};
+  // The NaN test by bits: under -ffinite-math-only a plain comparison may be folded.
+  if (!is_nan(coefficient) && coefficient >= 1.0) return {total_norm, 1.0, false};
   return {total_norm, coefficient, true};  // coefficient < 1, or NaN under nonfinite::propagate
 }
 
@@ -147,6 +148,7 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
   detail::for_each_buffer(group, [&count](std::size_t, const auto&) { ++count; });
   std::vector<double> limits;
   if constexpr (std::is_arithmetic_v<MaxNorms>) {
+    detail::check_max_norm(static_cast<double>(max_norms));  // also for an empty group
     limits.assign(count, static_cast<double>(max_norms));
   } else {
     for (const auto& m : max_norms) limits.push_back(static_cast<double>(m));

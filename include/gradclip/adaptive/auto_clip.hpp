@@ -193,7 +193,7 @@ class auto_clip {
       s.lower_.assign(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(low));
       s.upper_.assign(history.begin() + static_cast<std::ptrdiff_t>(low), history.end());
       std::make_heap(s.lower_.begin(), s.lower_.end());
-      std::make_heap(s.upper_.begin(), s.upper_.end(), std::greater<double>());
+      std::make_heap(s.upper_.begin(), s.upper_.end(), std::greater<>());
     }
     *this = std::move(s);
   }
@@ -273,16 +273,16 @@ class auto_clip {
       std::push_heap(lower_.begin(), lower_.end());
     } else {
       upper_.push_back(x);
-      std::push_heap(upper_.begin(), upper_.end(), std::greater<double>());
+      std::push_heap(upper_.begin(), upper_.end(), std::greater<>());
     }
     while (lower_.size() > low) {
       std::pop_heap(lower_.begin(), lower_.end());
       upper_.push_back(lower_.back());
       lower_.pop_back();
-      std::push_heap(upper_.begin(), upper_.end(), std::greater<double>());
+      std::push_heap(upper_.begin(), upper_.end(), std::greater<>());
     }
     while (lower_.size() < low) {
-      std::pop_heap(upper_.begin(), upper_.end(), std::greater<double>());
+      std::pop_heap(upper_.begin(), upper_.end(), std::greater<>());
       lower_.push_back(upper_.back());
       upper_.pop_back();
       std::push_heap(lower_.begin(), lower_.end());

@@ -3,6 +3,7 @@
 #ifndef GRADCLIP_DETAIL_NORM_ACCUMULATOR_HPP
 #define GRADCLIP_DETAIL_NORM_ACCUMULATOR_HPP
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -32,7 +33,19 @@ class norm_accumulator {
         sum_.comp *= f;
         scale_ = part.scale;
       }
-      sum_.add(part.scale == scale_ ? part.sum : part.sum * power(part.scale / scale_));
+      double value = part.scale == scale_ ? part.sum : part.sum * power(part.scale / scale_);
+      // Partials that are each finite can add past DBL_MAX: rebase everything onto a
+      // scale 2^k larger (sums shrink by 2^-kp) before adding.
+      if (!(sum_.sum + value <= 0x1p1000)) {
+        const int k = static_cast<int>(std::min(std::ceil(600.0 / spec_.p), 1000.0));
+        const double grow = std::ldexp(1.0, k);
+        const double shrink = power(1.0 / grow);
+        sum_.sum *= shrink;
+        sum_.comp *= shrink;
+        value *= shrink;
+        scale_ *= grow;
+      }
+      sum_.add(value);
     }
   }
 
