@@ -3,6 +3,7 @@
 #ifndef GRADCLIP_TESTS_REFERENCE_HPP
 #define GRADCLIP_TESTS_REFERENCE_HPP
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -101,6 +102,33 @@ std::vector<T> random_values(std::size_t n, std::uint64_t seed, double scale = 1
     e = from_double<T>((rng() & 1) ? scale * mag : -scale * mag);
   }
   return v;
+}
+
+// Of an Eigen matrix: L2 norm, sum, and element-wise closeness, in long double. (Eigen's own vectorised
+// reductions trip GCC 12's false maybe-uninitialized warning under AVX-512.)
+template <class X>
+double norm2(const X& x) {
+  std::vector<long double> v;
+  for (Eigen::Index r = 0; r < x.rows(); ++r)
+    for (Eigen::Index c = 0; c < x.cols(); ++c) v.push_back(ref::value(x(r, c)));
+  return static_cast<double>(ref::norm(v, 2.0));
+}
+template <class X>
+double sum_of(const X& x) {
+  long double s = 0;
+  for (Eigen::Index r = 0; r < x.rows(); ++r)
+    for (Eigen::Index c = 0; c < x.cols(); ++c) s += ref::value(x(r, c));
+  return static_cast<double>(s);
+}
+template <class X, class Y>
+bool near(const X& x, const Y& y, double rel) {
+  if (x.rows() != y.rows() || x.cols() != y.cols()) return false;
+  for (Eigen::Index r = 0; r < x.rows(); ++r)
+    for (Eigen::Index c = 0; c < x.cols(); ++c) {
+      const long double a = ref::value(x(r, c)), b = ref::value(y(r, c));
+      if (std::fabs(a - b) > rel * std::max(std::fabs(a), std::fabs(b))) return false;
+    }
+  return true;
 }
 
 }  // namespace ref

@@ -18,32 +18,9 @@
 
 namespace {
 
-// L2 norm and sum by coefficient, in long double. (Eigen's own vectorised
-// reductions trip GCC 12's false maybe-uninitialized warning under AVX-512.)
-template <class X>
-double norm2(const X& x) {
-  std::vector<long double> v;
-  for (Eigen::Index r = 0; r < x.rows(); ++r)
-    for (Eigen::Index c = 0; c < x.cols(); ++c) v.push_back(ref::value(x(r, c)));
-  return static_cast<double>(ref::norm(v, 2.0));
-}
-template <class X>
-double sum_of(const X& x) {
-  long double s = 0;
-  for (Eigen::Index r = 0; r < x.rows(); ++r)
-    for (Eigen::Index c = 0; c < x.cols(); ++c) s += ref::value(x(r, c));
-  return static_cast<double>(s);
-}
-template <class X, class Y>
-bool near(const X& x, const Y& y, double rel) {
-  if (x.rows() != y.rows() || x.cols() != y.cols()) return false;
-  for (Eigen::Index r = 0; r < x.rows(); ++r)
-    for (Eigen::Index c = 0; c < x.cols(); ++c) {
-      const long double a = ref::value(x(r, c)), b = ref::value(y(r, c));
-      if (std::fabs(a - b) > rel * std::max(std::fabs(a), std::fabs(b))) return false;
-    }
-  return true;
-}
+using ref::near;
+using ref::norm2;
+using ref::sum_of;
 
 using gradclip::axis;
 using Eigen::Dynamic;
