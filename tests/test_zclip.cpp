@@ -475,10 +475,13 @@ TEST_CASE("zclip load rejects bad data and leaves the clipper unchanged", "[zcli
   std::ostringstream other;
   gradclip::norm_stats().save(other);
   rejects(other.str());
-  // Another version: the u32 after "GCLP", format, kind length and "zclip".
-  std::string v2 = good;
-  v2[4 + 4 + 4 + 5] = 2;
-  rejects(v2);
+  // A version this build does not know (the u32 after "GCLP", format, kind length
+  // and "zclip"; 1 and 2 load), or none.
+  for (char version : {'\0', '\3', '\x7f'}) {
+    std::string other_version = good;
+    other_version[4 + 4 + 4 + 5] = version;
+    rejects(other_version);
+  }
   // Well-formed records with impossible contents, written by hand.
   auto record = [](double alpha, bool warmed_up, std::vector<double> warmup, double var) {
     gradclip::detail::state_writer w("zclip", 1);

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <iterator>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -66,6 +67,11 @@ clip_result decide(const G& g, double max_norm, double total_norm, const clip_op
   if (!is_finite(total_norm)) {
     if (options.on_nonfinite == nonfinite::error) throw nonfinite_error(total_norm, first_nonfinite(g));
     if (options.on_nonfinite == nonfinite::skip) return {total_norm, 1.0, false};
+    // propagate, as PyTorch's max_norm / (total + eps): NaN for a NaN norm (or inf
+    // over inf), else 0. Decided by bits, not by NaN arithmetic, which
+    // -ffinite-math-only lets the compiler fold away.
+    const bool nan_coefficient = is_nan(total_norm) || is_inf(max_norm);
+    return {total_norm, nan_coefficient ? std::numeric_limits<double>::quiet_NaN() : 0.0, true};
   }
   const double denominator = total_norm + options.eps;
   // A zero norm with eps = 0 would give 0/0: the data is all zeros, nothing to do.
@@ -76,10 +82,18 @@ clip_result decide(const G& g, double max_norm, double total_norm, const clip_op
   return {total_norm, coefficient, true};  // coefficient < 1, or NaN under nonfinite::propagate
 }
 
+// The coefficient a decision applies, exact-range: r.scale itself unless it is
+// below DBL_MIN (a norm of 1e300 clipped to 1e-20), where it is recomputed in two
+// factors (kernels::split_quotient) so that double data keeps the bound.
+inline kernels::coefficient applied_coefficient(const clip_result& r, double max_norm, const clip_options& options) {
+  if (!(r.scale < std::numeric_limits<double>::min())) return r.scale;
+  return kernels::split_quotient(max_norm, r.total_norm + options.eps);
+}
+
 template <class G>
 clip_result clip_given_norm(G&& g, double max_norm, double total_norm, const clip_options& options) {
   const clip_result r = decide(g, max_norm, total_norm, options);
-  if (r.clipped) scale_all(g, r.scale);
+  if (r.clipped) scale_all(g, applied_coefficient(r, max_norm, options));
   return r;
 }
 
@@ -172,7 +186,7 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
       results[i] = detail::decide(v, limit(i), total, options);
     });
     detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
-      if (results[i].clipped) detail::scale_all(v, results[i].scale);
+      if (results[i].clipped) detail::scale_all(v, detail::applied_coefficient(results[i], limit(i), options));
     });
   } else {
     detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {

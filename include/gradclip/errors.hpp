@@ -15,7 +15,8 @@ namespace gradclip {
 class nonfinite_error : public std::runtime_error {
  public:
   // Returned by tensor_index() when no buffer of the group holds a non-finite
-  // value (a norm computed elsewhere, e.g. on another rank, was non-finite).
+  // value (a norm computed elsewhere, e.g. on another rank, was non-finite, or the
+  // norm of finite double data passed DBL_MAX).
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
   nonfinite_error(double total_norm, std::size_t tensor_index)
@@ -25,7 +26,8 @@ class nonfinite_error : public std::runtime_error {
 
   // The non-finite total norm that triggered the error.
   double total_norm() const noexcept { return total_norm_; }
-  // Index, in group order, of the first buffer holding a NaN or an infinity; npos if none.
+  // Index, in group order, of the first buffer (or unit, for the unit-wise methods)
+  // holding a NaN or an infinity; npos if none.
   std::size_t tensor_index() const noexcept { return tensor_index_; }
 
  private:
@@ -33,7 +35,8 @@ class nonfinite_error : public std::runtime_error {
     std::string msg = "gradclip: the total norm of the gradients is ";
     msg += detail::is_nan(total_norm) ? "NaN" : (total_norm > 0 ? "inf" : "-inf");
     if (index == npos) {
-      msg += " (no buffer of this group holds a non-finite value; the norm was given by the caller)";
+      msg += " although no buffer of this group holds a non-finite value (a norm given by the caller, or finite "
+             "values whose norm exceeds the largest double)";
     } else {
       msg += "; buffer " + std::to_string(index) + " is the first that holds a non-finite value";
     }

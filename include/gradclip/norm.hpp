@@ -33,8 +33,9 @@ double norm(const Buffer& x, double norm_type = 2.0) {
 
 // ---- partial norms: for norms of data spread over processes -------------------
 //
-// A partial is one process's share of a norm: norm^p = scale^p * sum (scale a
-// power of two, 1 unless the data needed range-safe scaling), or max |x| in sum for
+// A partial is one process's share of a norm: norm^p = scale^p * sum (scale 1
+// unless the data needed range-safe scaling; then a power of two for p = 1 and 2,
+// max |x| for other p), or max |x| in sum for
 // p = infinity. NaN or inf in sum marks non-finite data. Each rank computes the
 // partial of its shard, any all-reduce combines them with combine_partials (an
 // associative, commutative operation), and norm_from_partial gives the norm to

@@ -118,13 +118,25 @@ class norm_stats {
         s.finite_ + s.nonfinite_ != s.count_ || s.clipped_ > s.count_ ||
         s.recent_.size() != std::min<std::uint64_t>(s.finite_, s.window_) ||
         (s.recent_.size() < s.window_ && s.next_ != s.recent_.size()) ||
-        !(s.m2_ >= 0.0)) {
+        !(s.m2_ >= 0.0) || !s.statistics_consistent()) {
       r.fail("inconsistent fields");
     }
     *this = std::move(s);
   }
 
  private:
+  // What record() can reach: nothing before the first finite norm; after it a finite
+  // mean, min <= max, and the recent norms within [min, max]. (m2 may be inf: the
+  // spread of norms above ~1e154 squares past DBL_MAX.)
+  bool statistics_consistent() const noexcept {
+    if (finite_ == 0) return mean_ == 0.0 && m2_ == 0.0 && min_ == std::numeric_limits<double>::infinity() &&
+                             max_ == -std::numeric_limits<double>::infinity();
+    if (!detail::is_finite(mean_) || !detail::is_finite(min_) || !detail::is_finite(max_) || !(min_ <= max_)) {
+      return false;
+    }
+    return std::all_of(recent_.begin(), recent_.end(), [this](double x) { return x >= min_ && x <= max_; });
+  }
+
   static constexpr const char* kind = "norm_stats";
   static constexpr std::uint32_t version = 1;
   static double nan() noexcept { return std::numeric_limits<double>::quiet_NaN(); }

@@ -35,6 +35,10 @@
 //     the eps of these options; the reference scales by threshold / (g + 1e-6) only
 //     when g > threshold. The two differ only for g within eps of the threshold.
 //   - warmup_steps = 0 behaves as 1, as in the reference: the statistics need a norm.
+//   - The standard deviation is kept, not the variance: the square of a spread above
+//     ~1e154 overflows, after which the reference never sees a spike again. Where
+//     var fits in a double the update is the reference's; beyond, the same with
+//     hypot / scaled sums.
 //   - norm_type may be any p; the reference uses 2.
 #ifndef GRADCLIP_ADAPTIVE_ZCLIP_HPP
 #define GRADCLIP_ADAPTIVE_ZCLIP_HPP
@@ -108,8 +112,7 @@ struct zclip_threshold {
   bool spike;
 };
 
-inline zclip_threshold zclip_rule(double g, double mean, double var, const zclip_options& o) noexcept {
-  const double std_dev = std::sqrt(var);
+inline zclip_threshold zclip_rule(double g, double mean, double std_dev, const zclip_options& o) noexcept {
   if (o.mode == zclip_mode::percentile) {
     const double bound = mean + o.z_thresh * std_dev;
     return {bound, g > bound};
@@ -162,10 +165,12 @@ class zclip {
   bool warmed_up() const noexcept { return warmed_up_; }
   // Finite norms recorded so far in the warm-up (0 once it is over).
   std::size_t warmup_count() const noexcept { return warmup_.size(); }
-  // The running statistics; NaN during the warm-up.
+  // The running statistics; NaN during the warm-up. The standard deviation is what
+  // is kept (it is finite for any finite norms); variance() is its square, inf once
+  // the norms' spread passes ~1e154.
   double mean() const noexcept { return warmed_up_ ? mean_ : nan(); }
-  double variance() const noexcept { return warmed_up_ ? var_ : nan(); }
-  double stddev() const noexcept { return std::sqrt(variance()); }
+  double stddev() const noexcept { return warmed_up_ ? std_ : nan(); }
+  double variance() const noexcept { return warmed_up_ ? std_ * std_ : nan(); }
 
   void save(std::ostream& out) const {
     detail::state_writer w(kind, version);
@@ -182,15 +187,16 @@ class zclip {
     w.put_u64(step_);
     w.put_bool(warmed_up_);
     w.put_double(mean_);
-    w.put_double(var_);
+    w.put_double(std_);
     w.put_doubles(warmup_);
     w.write(out);
   }
 
   // Replaces this clipper, options included, with a saved one; on any error throws
-  // gradclip::state_error and leaves it unchanged.
+  // gradclip::state_error and leaves it unchanged. Reads this version's records and
+  // version 1's (which stored the variance).
   void load(std::istream& in) {
-    detail::state_reader r(in, kind, version);
+    detail::state_reader r(in, kind, 1, version);
     zclip_options o;
     o.alpha = r.get_double();
     o.z_thresh = r.get_double();
@@ -218,13 +224,14 @@ class zclip {
     s.step_ = r.get_u64();
     s.warmed_up_ = r.get_bool();
     s.mean_ = r.get_double();
-    s.var_ = r.get_double();
+    const double spread = r.get_double();  // version 1: the variance; since 2: the standard deviation
     s.warmup_ = r.get_doubles();
     r.finish();
+    const bool spread_ok = detail::is_finite(spread) && spread >= 0.0;
+    s.std_ = spread_ok && r.version() == 1 ? std::sqrt(spread) : spread;
     const bool consistent =
-        s.warmed_up_ ? (s.warmup_.empty() && detail::is_finite(s.mean_) && s.mean_ >= 0.0 &&
-                        detail::is_finite(s.var_) && s.var_ >= 0.0)
-                     : (s.warmup_.size() < s.warmup_target() && s.mean_ == 0.0 && s.var_ == 0.0);
+        s.warmed_up_ ? (s.warmup_.empty() && detail::is_finite(s.mean_) && s.mean_ >= 0.0 && spread_ok)
+                     : (s.warmup_.size() < s.warmup_target() && s.mean_ == 0.0 && spread == 0.0);
     bool norms_ok = s.warmup_.size() <= s.step_;
     for (double x : s.warmup_) norms_ok = norms_ok && detail::is_finite(x) && x >= 0.0;
     if (!consistent || !norms_ok) r.fail("inconsistent fields");
@@ -233,7 +240,9 @@ class zclip {
 
  private:
   static constexpr const char* kind = "zclip";
-  static constexpr std::uint32_t version = 1;
+  // Version 2 keeps the standard deviation (version 1 the variance, which overflows
+  // for norms above ~1e154).
+  static constexpr std::uint32_t version = 2;
   static double nan() noexcept { return std::numeric_limits<double>::quiet_NaN(); }
 
   std::size_t warmup_target() const noexcept {
@@ -256,7 +265,7 @@ class zclip {
       ++step_;
       return r;
     }
-    const detail::zclip_threshold t = detail::zclip_rule(g, mean_, var_, options_);
+    const detail::zclip_threshold t = detail::zclip_rule(g, mean_, std_, options_);
     const double limit = t.spike && t.value < cap ? t.value : cap;
     const clip_result r = detail::clip_given_norm(group, limit, g, core);
     if (!(t.spike && options_.skip_update_on_spike)) update(t.spike ? t.value : g);
@@ -267,14 +276,30 @@ class zclip {
   void record(double g) noexcept {
     warmup_.push_back(g);  // within the capacity reserved by apply
     if (warmup_.size() < warmup_target()) return;
-    // As the reference: plain sums in order, population variance about the mean.
+    // As the reference: plain sums in order, population variance about the mean;
+    // where a sum overflows (norms near DBL_MAX, or spread beyond ~1e154) the same
+    // with every term scaled, so the statistics stay finite.
+    const double n = static_cast<double>(warmup_.size());
     double sum = 0.0;
     for (double x : warmup_) sum += x;
-    const double n = static_cast<double>(warmup_.size());
-    mean_ = sum / n;
+    if (!detail::is_finite(sum)) {
+      sum = 0.0;
+      for (double x : warmup_) sum += x / n;
+      mean_ = sum;
+    } else {
+      mean_ = sum / n;
+    }
     double squares = 0.0;
     for (double x : warmup_) squares += (x - mean_) * (x - mean_);
-    var_ = squares / n;
+    if (detail::is_finite(squares)) {
+      std_ = std::sqrt(squares / n);
+    } else {
+      double largest = 0.0;
+      for (double x : warmup_) largest = std::max(largest, std::fabs(x - mean_));
+      squares = 0.0;
+      for (double x : warmup_) squares += ((x - mean_) / largest) * ((x - mean_) / largest);
+      std_ = largest * std::sqrt(squares / n);
+    }
     warmed_up_ = true;
     std::vector<double>().swap(warmup_);
   }
@@ -282,13 +307,16 @@ class zclip {
   void update(double x) noexcept {
     mean_ = options_.alpha * mean_ + (1.0 - options_.alpha) * x;
     const double d = x - mean_;
-    var_ = options_.alpha * var_ + (1.0 - options_.alpha) * (d * d);
+    const double var = options_.alpha * (std_ * std_) + (1.0 - options_.alpha) * (d * d);
+    // The same without squaring where the variance is beyond double's range.
+    std_ = detail::is_finite(var) ? std::sqrt(var)
+                                  : std::hypot(std::sqrt(options_.alpha) * std_, std::sqrt(1.0 - options_.alpha) * d);
   }
 
   zclip_options options_;
   std::uint64_t step_ = 0;
   bool warmed_up_ = false;
-  double mean_ = 0.0, var_ = 0.0;
+  double mean_ = 0.0, std_ = 0.0;
   std::vector<double> warmup_;  // the finite norms of the warm-up so far
 };
 

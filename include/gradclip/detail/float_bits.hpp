@@ -41,6 +41,7 @@ inline constexpr std::uint64_t double_inf_bits = 0x7ff0000000000000ULL;
 inline bool is_nan(double x) noexcept { return (bits_of(x) & double_abs_mask) > double_inf_bits; }
 inline bool is_inf(double x) noexcept { return (bits_of(x) & double_abs_mask) == double_inf_bits; }
 inline bool is_finite(double x) noexcept { return (bits_of(x) & double_abs_mask) < double_inf_bits; }
+inline bool is_nan(float x) noexcept { return (bits_of(x) & 0x7fffffffu) > 0x7f800000u; }
 
 }  // namespace gradclip::detail
 

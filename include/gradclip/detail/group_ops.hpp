@@ -4,7 +4,9 @@
 #define GRADCLIP_DETAIL_GROUP_OPS_HPP
 
 #include <cstddef>
+#include <iterator>
 #include <type_traits>
+#include <utility>
 
 #include "element.hpp"
 #include "kernels/kernels.hpp"
@@ -15,6 +17,39 @@ namespace gradclip::detail {
 
 template <class View>
 using view_element_t = std::remove_pointer_t<decltype(std::declval<View>().data)>;
+
+// Bytes of a buffer fetched ahead (for_each_buffer_ahead): 1 KiB covers the
+// small buffers that dominate by count (biases, norms); larger ones are long
+// enough for the hardware prefetcher.
+inline constexpr std::size_t buffer_lookahead_bytes = 1024;
+inline constexpr std::size_t buffer_lookahead = 4;  // buffers ahead
+
+// for_each_buffer, with a hint to fetch the start of the next buffer of a range
+// while this one is processed: a group of many small, separately allocated
+// buffers (a model's parameters) is otherwise read at memory latency, one buffer
+// after the other. Tuples and single buffers: as for_each_buffer.
+template <class G, class F>
+void for_each_buffer_ahead(G&& g, F&& f) {
+  using P = plain_t<G>;
+  if constexpr (!is_strided_view<P>::value && !is_buffer_v<P> && group_kind<P>::value == 1) {
+    auto it = std::begin(g);
+    const auto end = std::end(g);
+    auto ahead = it;  // buffer_lookahead buffers in front of it
+    const auto fetch = [&ahead] {
+      const auto v = as_view(unwrap(*ahead));
+      const std::size_t run = v.inner_stride == 1 ? v.inner_size * sizeof(*v.data) : 1;
+      kernels::prefetch_bytes(v.data, run < buffer_lookahead_bytes ? run : buffer_lookahead_bytes);
+      ++ahead;
+    };
+    for (std::size_t k = 0; k < buffer_lookahead && ahead != end; ++k) fetch();
+    for (std::size_t i = 0; it != end; ++i, ++it) {
+      if (ahead != end) fetch();
+      f(i, as_view(unwrap(*it)));
+    }
+  } else {
+    for_each_buffer(std::forward<G>(g), std::forward<F>(f));
+  }
+}
 
 // The partial norm of a whole group. One fast pass sums the terms of every buffer
 // into shared lanes. Only when a buffer type or p that can leave double's range is
@@ -30,7 +65,7 @@ kernels::norm_partial group_partial(G&& g, const kernels::norm_spec& spec) noexc
   kernels::sum_accumulator fast;
   std::size_t count = 0;
   bool checked = false;
-  for_each_buffer(g, [&](std::size_t, const auto& v) {
+  for_each_buffer_ahead(g, [&](std::size_t, const auto& v) {
     using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
     checked = checked || kernels::range_checked<T>(spec);
     count += v.size();
@@ -64,10 +99,10 @@ constexpr void require_writable() noexcept {
 }
 
 template <class G>
-void scale_all(G&& g, double coefficient) noexcept {
-  for_each_buffer(g, [&](std::size_t, const auto& v) {
+void scale_all(G&& g, kernels::coefficient k) noexcept {
+  for_each_buffer_ahead(g, [&](std::size_t, const auto& v) {
     require_writable<std::decay_t<decltype(v)>>();
-    kernels::scale(v, coefficient);
+    kernels::scale(v, k);
   });
 }
 
@@ -75,7 +110,7 @@ void scale_all(G&& g, double coefficient) noexcept {
 // lies in [lo, hi]; when no value of the type lies there, both round to nearest(lo).
 template <class G>
 void clamp_all(G&& g, double lo, double hi) noexcept {
-  for_each_buffer(g, [&](std::size_t, const auto& v) {
+  for_each_buffer_ahead(g, [&](std::size_t, const auto& v) {
     using V = std::decay_t<decltype(v)>;
     require_writable<V>();
     using T = std::remove_const_t<view_element_t<V>>;

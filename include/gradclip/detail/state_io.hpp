@@ -82,7 +82,11 @@ class state_writer {
 class state_reader {
  public:
   // Reads and verifies one record of the given kind and version.
-  state_reader(std::istream& in, std::string_view kind, std::uint32_t version) : kind_(kind) {
+  state_reader(std::istream& in, std::string_view kind, std::uint32_t version)
+      : state_reader(in, kind, version, version) {}
+
+  // The same, accepting any version in [oldest, newest] (version() says which).
+  state_reader(std::istream& in, std::string_view kind, std::uint32_t oldest, std::uint32_t newest) : kind_(kind) {
     std::string record = take(in, 4, "the header");
     if (record != "GCLP") fail("not a gradclip state (bad magic)");
     const std::string format = take(in, 4, "the header");
@@ -98,9 +102,11 @@ class state_reader {
     if (stored_kind != kind) fail("this is a '" + stored_kind + "' state, not a '" + kind_ + "' state");
     const std::string stored_version = take(in, 4, "the header");
     record += stored_version;
-    if (number(stored_version) != version) {
-      fail("unsupported " + kind_ + " state version " + std::to_string(number(stored_version)) + " (expected " +
-           std::to_string(version) + ")");
+    version_ = static_cast<std::uint32_t>(number(stored_version));
+    if (version_ < oldest || version_ > newest) {
+      fail("unsupported " + kind_ + " state version " + std::to_string(version_) + " (expected " +
+           (oldest == newest ? std::to_string(newest) : std::to_string(oldest) + " to " + std::to_string(newest)) +
+           ")");
     }
     const std::string length = take(in, 8, "the header");
     record += length;
@@ -110,6 +116,8 @@ class state_reader {
     const std::string checksum = take(in, 8, "the checksum");
     if (number(checksum) != fnv1a(record)) fail("checksum mismatch: the state is corrupted");
   }
+
+  std::uint32_t version() const noexcept { return version_; }
 
   std::uint64_t get_u64() { return number(next(8)); }
   double get_double() {
@@ -171,6 +179,7 @@ class state_reader {
 
   std::string kind_;
   std::string payload_;
+  std::uint32_t version_ = 0;
   std::size_t pos_ = 0;
 };
 

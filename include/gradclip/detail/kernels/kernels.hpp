@@ -41,6 +41,7 @@
 namespace gradclip::detail::kernels {
 
 inline constexpr std::size_t stage_size = 512;  // staging buffer for 16-bit and strided data
+inline constexpr std::size_t stream_min_bytes = std::size_t{1} << 20;  // segments read with prefetch_ahead
 
 enum class norm_kind { l1, l2, linf, lp };
 
@@ -58,7 +59,8 @@ struct norm_spec {
 };
 
 // One buffer's contribution to a norm. For finite p: norm^p = scale^p * sum, where
-// scale is a power of two (1 unless the range-safe pass was needed). For L-inf:
+// scale is 1 unless the range-safe pass was needed; then it is a power of two for
+// p = 1 and 2, and max |x| for general p. For L-inf:
 // sum holds max |x| and scale is 1. A NaN or infinite sum marks a non-finite input.
 struct norm_partial {
   double scale = 1.0;
@@ -83,42 +85,57 @@ struct compensated_sum {
   double value() const noexcept { return is_finite(sum) ? sum + comp : sum; }
 };
 
-// Accumulates the terms of `count` elements at `src` (stride `stride`) into the
-// lanes, reading them as Compute (float or double).
-template <class Compute, class T>
-void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff_t stride, const norm_spec& spec,
-                      double scale) noexcept {
-  auto run = [&](const Compute* x, std::size_t n) {
-    switch (spec.kind) {
-      case norm_kind::l1:
-        scale == 1.0 ? accumulate<term::abs, false>(acc, x, n, 1.0) : accumulate<term::abs, true>(acc, x, n, scale);
-        break;
-      case norm_kind::l2:
-        scale == 1.0 ? accumulate<term::square, false>(acc, x, n, 1.0)
-                     : accumulate<term::square, true>(acc, x, n, scale);
-        break;
-      default:
-        accumulate_pow(acc, x, n, scale, spec.p);
-        break;
-    }
-  };
-  if constexpr (std::is_same_v<T, Compute>) {
-    if (stride == 1) {
-      run(src, count);
-      return;
-    }
+// The terms of a contiguous run into the lanes: |x * scale| for L1, (x * scale)^2
+// for L2 (scale a power of two) and (|x| / scale)^p for general p.
+template <class Compute>
+void accumulate_run(double* acc, const Compute* x, std::size_t n, const norm_spec& spec, double scale,
+                    bool stream = false) noexcept {
+  switch (spec.kind) {
+    case norm_kind::l1:
+      scale == 1.0 ? accumulate<term::abs, false>(acc, x, n, 1.0, stream)
+                   : accumulate<term::abs, true>(acc, x, n, scale, stream);
+      break;
+    case norm_kind::l2:
+      scale == 1.0 ? accumulate<term::square, false>(acc, x, n, 1.0, stream)
+                   : accumulate<term::square, true>(acc, x, n, scale, stream);
+      break;
+    default:
+      accumulate_pow(acc, x, n, scale, spec.p);
+      break;
   }
-  // 16-bit or strided data: decode into a small contiguous stage. Stages are whole
-  // multiples of lane_count, so every element keeps the lane it would have had.
+}
+
+// 16-bit or strided data: decoded into a small contiguous stage. Stages are whole
+// multiples of lane_count, so every element keeps the lane it would have had. A
+// function of its own, so that the contiguous path (one call per buffer of a
+// group) does not set up the stage's stack frame.
+template <class Compute, class T>
+void accumulate_staged(double* acc, const T* src, std::size_t count, std::ptrdiff_t stride, const norm_spec& spec,
+                       double scale) noexcept {
   Compute stage[stage_size];
   for (std::size_t done = 0; done < count;) {
     const std::size_t n = std::min(stage_size, count - done);
     for (std::size_t i = 0; i < n; ++i) {
       stage[i] = element_traits<T>::to_compute(src[static_cast<std::ptrdiff_t>(done + i) * stride]);
     }
-    run(stage, n);
+    accumulate_run(acc, stage, n, spec, scale);
     done += n;
   }
+}
+
+// Accumulates the terms of `count` elements at `src` (stride `stride`) into the
+// lanes, reading them as Compute (float or double). The terms are |x * scale| for
+// L1, (x * scale)^2 for L2 (scale a power of two) and (|x| / scale)^p for general p.
+template <class Compute, class T>
+void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff_t stride, const norm_spec& spec,
+                      double scale, bool stream = false) noexcept {
+  if constexpr (std::is_same_v<T, Compute>) {
+    if (stride == 1) {
+      accumulate_run(acc, src, count, spec, scale, stream);
+      return;
+    }
+  }
+  accumulate_staged<Compute>(acc, src, count, stride, spec, scale);
 }
 
 // Sum of the terms of one segment: blocks of lanes, compensated across blocks
@@ -126,13 +143,15 @@ void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff
 template <class T>
 double segment_sum(const T* x, std::size_t n, std::ptrdiff_t stride, const norm_spec& spec, double scale) noexcept {
   using compute = typename element_traits<T>::compute_type;
+  // Larger than a typical L2: most of it comes from farther away.
+  const bool stream = n * sizeof(T) > stream_min_bytes;
   auto chunk_sum = [&](std::size_t c) {
     const std::size_t end = std::min(n, (c + 1) * chunk_size);
     compensated_sum sum;
     for (std::size_t b = c * chunk_size; b < end; b += block_size) {
       double acc[lane_count] = {};
       accumulate_terms<compute>(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block_size, end - b),
-                                stride, spec, scale);
+                                stride, spec, scale, stream);
       sum.add(reduce_lanes(acc));
     }
     return sum.value();
@@ -266,7 +285,13 @@ norm_partial partial_norm(const strided_view<const T>& v, const norm_spec& spec)
   const double m = max_abs(v);
   if (!is_finite(m)) return {1.0, m};  // NaN or inf input (an overflow would have a finite max)
   if (m == 0.0) return {};
-  // Scale by 2^-e with max |x| * 2^-e in [0.5, 1); e is clamped so 2^-e stays finite.
+  // General p: terms (|x| / max |x|)^p, the largest exactly 1, so the sum lies in
+  // [1, n] for any p, however large, and any max |x|, subnormal included. Each
+  // term's quotient is rounded once: a relative error of p * 2^-53 in the term,
+  // 2^-53 again in the norm once the p-th root is taken.
+  if (spec.kind == norm_kind::lp) return {m, view_sum(v, spec, m)};
+  // L1, L2: scale by 2^-e with max |x| * 2^-e in [0.5, 1), exactly (a power of
+  // two); e is clamped so 2^-e stays finite.
   const int e = std::clamp(std::ilogb(m) + 1, -1021, 1023);
   return {std::ldexp(1.0, e), view_sum(v, spec, std::ldexp(1.0, -e))};
 }
@@ -277,15 +302,43 @@ norm_partial partial_norm(const strided_view<const T>& v, const norm_spec& spec)
 // below it the float coefficient would be subnormal and the norm bound lost.
 inline constexpr double min_float_coefficient = 0x1p-102;
 
+// A coefficient c = factor * tail. tail is 1 except for a double coefficient below
+// DBL_MIN: as one double it would be subnormal, with too few bits to keep the norm
+// bound, so it is held as factor = c * 2^1022 (full precision) and tail = 2^-1022,
+// and double data is multiplied by each in turn (split_quotient makes one).
+struct coefficient {
+  double factor;
+  double tail;
+
+  constexpr coefficient(double f, double t = 1.0) noexcept : factor(f), tail(t) {}  // NOLINT(google-explicit-constructor)
+
+  double value() const noexcept { return factor * tail; }
+};
+
+// num / den as a coefficient, exact-range: below DBL_MIN the quotient is taken
+// 2^1022 larger (finite: a quotient that small needs num < 4).
+inline coefficient split_quotient(double num, double den) noexcept {
+  const double q = num / den;
+  if (!(q > 0.0 && q < std::numeric_limits<double>::min()) || !is_finite(den)) return {q};
+  return {(num * 0x1p1022) / den, 0x1p-1022};
+}
+
 template <class T>
-void scale_segment(T* x, std::size_t n, std::ptrdiff_t stride, double c) noexcept {
+void scale_segment(T* x, std::size_t n, std::ptrdiff_t stride, coefficient k) noexcept {
   if constexpr (std::is_same_v<T, double>) {
     if (stride == 1) {
-      kernels::scale<double>(x, n, c);
+      kernels::scale<double>(x, n, k.factor);
+      if (k.tail != 1.0) kernels::scale<double>(x, n, k.tail);
     } else {
-      for (std::size_t i = 0; i < n; ++i) x[static_cast<std::ptrdiff_t>(i) * stride] *= c;
+      for (std::size_t i = 0; i < n; ++i) x[static_cast<std::ptrdiff_t>(i) * stride] *= k.factor;
+      if (k.tail != 1.0) {
+        for (std::size_t i = 0; i < n; ++i) x[static_cast<std::ptrdiff_t>(i) * stride] *= k.tail;
+      }
     }
   } else if constexpr (std::is_same_v<T, float>) {
+    // Below DBL_MIN the product with any float is far below float's range: one
+    // double (rounded) is exact enough.
+    const double c = k.value();
     const bool wide = !(c >= min_float_coefficient);
     if (stride == 1) {
       wide ? scale_widened(x, n, c) : kernels::scale<float>(x, n, static_cast<float>(c));
@@ -298,6 +351,7 @@ void scale_segment(T* x, std::size_t n, std::ptrdiff_t stride, double c) noexcep
     }
   } else {
     // 16-bit: multiply in double and round once (correct rounding of x * c).
+    const double c = k.value();
     using traits = element_traits<T>;
     for (std::size_t i = 0; i < n; ++i) {
       T& e = x[static_cast<std::ptrdiff_t>(i) * stride];
@@ -321,9 +375,9 @@ void write_segment(T* x, std::size_t n, std::ptrdiff_t stride, F&& f) {
 }
 
 template <class T>
-void scale(const strided_view<T>& v, double c) noexcept {
-  for_each_segment(v, [c](T* x, std::size_t n, std::ptrdiff_t stride) {
-    write_segment(x, n, stride, [c](T* y, std::size_t m, std::ptrdiff_t s) { scale_segment(y, m, s, c); });
+void scale(const strided_view<T>& v, coefficient k) noexcept {
+  for_each_segment(v, [k](T* x, std::size_t n, std::ptrdiff_t stride) {
+    write_segment(x, n, stride, [k](T* y, std::size_t m, std::ptrdiff_t s) { scale_segment(y, m, s, k); });
   });
 }
 
@@ -341,6 +395,7 @@ void clamp_segment(T* x, std::size_t n, std::ptrdiff_t stride, T lo, T hi) noexc
   for (std::size_t i = 0; i < n; ++i) {
     T& e = x[static_cast<std::ptrdiff_t>(i) * stride];
     const auto c = traits::to_compute(e);
+    if (is_nan(c)) continue;  // by its bits: under -ffinite-math-only the comparisons below may not see NaN
     if (c < lo_c) {
       e = lo;
     } else if (c > hi_c) {
