@@ -1,6 +1,8 @@
 // Results are bit-identical for any thread count (fixed chunks, fixed combination
 // order). Meaningful in the OpenMP build (gradclip_tests_openmp); elsewhere it
 // checks that repeated calls agree.
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include <gradclip/gradclip.hpp>
@@ -46,5 +48,23 @@ TEMPLATE_TEST_CASE("norms and clips give the same bits for 1 to 4 threads", "[th
   gradclip::clip_by_value(b, -1e-4, 1e-4);
   CHECK(ref::same_bits(ra.total_norm, rb.total_norm));
   CHECK(a == b);
+  set_threads(1);
+}
+
+TEMPLATE_TEST_CASE("the threaded L-inf norm finds NaN and inf in any chunk", "[threads]", float, double) {
+  using T = TestType;
+  auto data = ref::random_values<T>(3 * 1000 * 1000 + 7, 5);
+  const double max = gradclip::norm(data, ref::inf);
+  for (int threads = 1; threads <= 4; ++threads) {
+    set_threads(threads);
+    INFO("threads = " << threads);
+    CHECK(ref::same_bits(gradclip::norm(data, ref::inf), max));
+    auto with_inf = data;
+    with_inf[2 * 1000 * 1000 + 3] = -std::numeric_limits<T>::infinity();
+    CHECK(gradclip::norm(with_inf, ref::inf) == ref::inf);
+    auto with_nan = with_inf;
+    with_nan[1000 * 1000 + 1] = std::numeric_limits<T>::quiet_NaN();
+    CHECK(std::isnan(gradclip::norm(with_nan, ref::inf)));
+  }
   set_threads(1);
 }

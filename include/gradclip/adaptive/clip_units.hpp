@@ -85,6 +85,9 @@ struct unit_layout {
   std::ptrdiff_t element_stride = 1;
 
   strided_view<P> operator[](std::size_t u) const noexcept {
+    // Units of no element (of an empty matrix, whose data may be null) are not
+    // offset: null + offset is undefined.
+    if (length == 0) return make_view<P>(data, 0, element_stride, 1, 0);
     return make_view<P>(data + static_cast<std::ptrdiff_t>(u) * unit_stride, length, element_stride, 1, 0);
   }
   // Units closer together in memory than the elements of a unit (the rows of a

@@ -172,17 +172,43 @@ double segment_sum(const T* x, std::size_t n, std::ptrdiff_t stride, const norm_
   return total.value();
 }
 
-inline double max_abs_value(const float* x, std::size_t n) noexcept {
-  return static_cast<double>(float_from_bits(max_abs_bits(x, n)));
+inline double max_abs_value(const float* x, std::size_t n, bool stream = false) noexcept {
+  return static_cast<double>(float_from_bits(max_abs_bits(x, n, stream)));
 }
-inline double max_abs_value(const double* x, std::size_t n) noexcept { return double_from_bits(max_abs_bits(x, n)); }
+inline double max_abs_value(const double* x, std::size_t n, bool stream = false) noexcept {
+  return double_from_bits(max_abs_bits(x, n, stream));
+}
+
+// The larger of two maxima, NaN if either is NaN.
+inline double nan_max(double m, double s) noexcept { return is_nan(m) ? m : (is_nan(s) || s > m ? s : m); }
+
+// max |x| of a long contiguous run, over chunks (on threads when large). The
+// maximum is exact, so any split gives the same result; NaN wins.
+template <class T>
+double contiguous_max_abs(const T* x, std::size_t n) noexcept {
+  const bool stream = n * sizeof(T) > stream_min_bytes;
+  const std::size_t chunks = (n + chunk_size - 1) / chunk_size;
+  if (chunks <= 1 || !use_threads(n)) return max_abs_value(x, n, stream);
+  constexpr std::size_t round = 1024;  // chunk results held at once, as in segment_sum
+  double maxima[round];
+  double m = 0.0;
+  for (std::size_t first = 0; first < chunks; first += round) {
+    const std::size_t count = std::min(round, chunks - first);
+    for_each_chunk(count, true, [&](std::size_t c) {
+      const std::size_t begin = (first + c) * chunk_size;
+      maxima[c] = max_abs_value(x + begin, std::min(chunk_size, n - begin), stream);
+    });
+    for (std::size_t c = 0; c < count; ++c) m = nan_max(m, maxima[c]);
+  }
+  return m;
+}
 
 // max |x| of one segment, as a double; NaN if any element is NaN.
 template <class T>
 double segment_max_abs(const T* x, std::size_t n, std::ptrdiff_t stride) noexcept {
   using compute = typename element_traits<T>::compute_type;
   if constexpr (std::is_same_v<T, compute>) {
-    if (stride == 1) return max_abs_value(x, n);
+    if (stride == 1) return contiguous_max_abs(x, n);
   }
   compute stage[stage_size];
   double m = 0.0;
@@ -191,8 +217,7 @@ double segment_max_abs(const T* x, std::size_t n, std::ptrdiff_t stride) noexcep
     for (std::size_t i = 0; i < k; ++i) {
       stage[i] = element_traits<T>::to_compute(x[static_cast<std::ptrdiff_t>(done + i) * stride]);
     }
-    const double s = max_abs_value(stage, k);
-    m = (is_nan(s) || s > m) ? s : m;
+    m = nan_max(m, max_abs_value(stage, k));
     if (is_nan(m)) break;
     done += k;
   }
@@ -208,8 +233,7 @@ template <class T>
 double max_abs(const strided_view<const T>& v) noexcept {
   double m = 0.0;
   for_each_segment(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
-    const double s = segment_max_abs(x, n, stride);
-    m = (is_nan(s) || is_nan(m) || s > m) ? (is_nan(m) ? m : s) : m;
+    m = nan_max(m, segment_max_abs(x, n, stride));
   });
   return m;
 }

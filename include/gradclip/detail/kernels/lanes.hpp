@@ -300,7 +300,7 @@ inline double reduce_lanes(double* acc) noexcept {
 // is the numeric order, and every NaN sorts above infinity, so a NaN anywhere
 // yields a NaN. Exact, and independent of the floating-point flags.
 template <class T>
-auto max_abs_bits(const T* x, std::size_t n) noexcept {
+auto max_abs_bits(const T* x, std::size_t n, bool stream = false) noexcept {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   using bits = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
   constexpr bits magnitude = static_cast<bits>(~bits{0} >> 1);
@@ -309,22 +309,28 @@ auto max_abs_bits(const T* x, std::size_t n) noexcept {
 #if GRADCLIP_SIMD
   typedef std::conditional_t<std::is_same_v<T, float>, vu32, vu64> vb;
   constexpr std::size_t w = vector_bytes / sizeof(T);
-  vb m0 = {}, m1 = {};
-  for (; i + 2 * w <= n; i += 2 * w) {
-    vb b0, b1;
+  vb m0 = {}, m1 = {}, m2 = {}, m3 = {};
+  for (; i + 4 * w <= n; i += 4 * w) {
+    if (stream) prefetch_ahead(x + i, 4 * w);
+    vb b0, b1, b2, b3;
     std::memcpy(&b0, x + i, sizeof b0);
     std::memcpy(&b1, x + i + w, sizeof b1);
+    std::memcpy(&b2, x + i + 2 * w, sizeof b2);
+    std::memcpy(&b3, x + i + 3 * w, sizeof b3);
     b0 &= magnitude;
     b1 &= magnitude;
-    const vb g0 = (vb)(b0 > m0);
-    const vb g1 = (vb)(b1 > m1);
-    m0 = (m0 & ~g0) | (b0 & g0);
-    m1 = (m1 & ~g1) | (b1 & g1);
+    b2 &= magnitude;
+    b3 &= magnitude;
+    // The vector ?: lowers to the target's unsigned max where it has one.
+    m0 = b0 > m0 ? b0 : m0;
+    m1 = b1 > m1 ? b1 : m1;
+    m2 = b2 > m2 ? b2 : m2;
+    m3 = b3 > m3 ? b3 : m3;
   }
-  for (std::size_t j = 0; j < w; ++j) {
-    m = m0[j] > m ? m0[j] : m;
-    m = m1[j] > m ? m1[j] : m;
-  }
+  m0 = m1 > m0 ? m1 : m0;
+  m2 = m3 > m2 ? m3 : m2;
+  m0 = m2 > m0 ? m2 : m0;
+  for (std::size_t j = 0; j < w; ++j) m = m0[j] > m ? m0[j] : m;
 #endif
   for (; i < n; ++i) {
     bits b;
