@@ -331,6 +331,8 @@ auto max_abs_bits(const T* x, std::size_t n, bool stream = false) noexcept {
   m2 = m3 > m2 ? m3 : m2;
   m0 = m2 > m0 ? m2 : m0;
   for (std::size_t j = 0; j < w; ++j) m = m0[j] > m ? m0[j] : m;
+#else
+  (void)stream;  // the scalar path is not memory-bound
 #endif
   for (; i < n; ++i) {
     bits b;
