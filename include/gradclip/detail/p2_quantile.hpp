@@ -118,11 +118,13 @@ class p2_quantile {
   const double* desired() const noexcept { return desired_; }
 
   // Restores a saved state; returns false (changing nothing) when it is not one
-  // the algorithm can reach: unsorted heights, positions that are not 1 < ... < count.
+  // the algorithm can reach: negative (norms are not) or unsorted heights,
+  // positions that are not 1 < ... < count. (Heights of both signs near DBL_MAX
+  // would make the next interpolation overflow.)
   bool restore(std::uint64_t count, const double* heights, const double* positions, const double* desired) noexcept {
     const std::size_t used = count < 5 ? static_cast<std::size_t>(count) : 5;
     for (std::size_t j = 0; j < used; ++j) {
-      if (!is_finite(heights[j]) || (j > 0 && heights[j - 1] > heights[j])) return false;
+      if (!is_finite(heights[j]) || heights[j] < 0.0 || (j > 0 && heights[j - 1] > heights[j])) return false;
     }
     if (count >= 5) {
       if (positions[0] != 1.0 || positions[4] != static_cast<double>(count)) return false;
