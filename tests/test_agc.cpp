@@ -28,29 +28,10 @@ using gradclip::axis;
 using Eigen::Dynamic;
 using units_t = std::vector<std::vector<long double>>;
 
-template <class T>
-using col_major = Eigen::Matrix<T, Dynamic, Dynamic>;
-template <class T>
-using row_major = Eigen::Matrix<T, Dynamic, Dynamic, Eigen::RowMajor>;
-
-template <class T>
-double ulp_distance(T got, long double want) {
-  const long double g = ref::value(got);
-  if (g == want) return 0;
-  int digits, min_exp;
-  if constexpr (std::is_same_v<T, Eigen::half>) {
-    digits = 11, min_exp = -14;
-  } else if constexpr (std::is_same_v<T, Eigen::bfloat16>) {
-    digits = 8, min_exp = -126;
-  } else {
-    digits = std::numeric_limits<T>::digits, min_exp = std::numeric_limits<T>::min_exponent - 1;
-  }
-  const long double ulp = std::ldexp(1.0L, std::max(std::ilogb(static_cast<double>(want)), min_exp) - (digits - 1));
-  return static_cast<double>(std::fabs(g - want) / ulp);
-}
-
-template <class X>
-constexpr bool is_eigen = std::is_base_of_v<Eigen::DenseBase<std::decay_t<X>>, std::decay_t<X>>;
+using ref::col_major;
+using ref::is_eigen;
+using ref::row_major;
+using ref::ulp_distance;
 
 // AGC's units, read by coefficient (no strides): the rows or columns of a matrix
 // with both dimensions > 1, else the whole buffer.
