@@ -355,6 +355,19 @@ void BM_group_clip_coefficient(benchmark::State& state) {
   s.done(state);
 }
 
+// nonfinite_guard over a group: one vectorized scan of the bit patterns, against a norm pass.
+template <class T>
+void BM_group_nonfinite_guard(benchmark::State& state) {
+  grouped<T> s;
+  if (!s.init(state)) return;
+  gradclip::nonfinite_guard guard{5};
+  for (auto _ : state) {
+    auto r = guard(s.g);
+    benchmark::DoNotOptimize(r);
+  }
+  s.done(state);
+}
+
 template <class T>
 void BM_group_clip_by_value(benchmark::State& state) {
   grouped<T> s;
@@ -477,6 +490,11 @@ void group_args_1t(benchmark::internal::Benchmark* b) {
   b->ArgNames({"buffers", "size", "omp"})->UseRealTime()->Args({10000, 100, 1});
 }
 
+// 16 buffers of 1 Mi elements: a model's large weight gradients.
+void guard_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"buffers", "size", "omp"})->UseRealTime()->Args({16, 1048576, 1});
+}
+
 // 1000 buffers of 1 MiB of floats (1 GB), and 1000 of 1e5 elements.
 void each_args_float(benchmark::internal::Benchmark* b) {
   b->ArgNames({"buffers", "size"})->UseRealTime();
@@ -520,6 +538,8 @@ GRADCLIP_BENCH_BOTH(BM_group_clip_global_noclip, group_args);
 GRADCLIP_BENCH_BOTH(BM_group_clip_coefficient, group_args_1t);
 GRADCLIP_BENCH_BOTH(BM_group_clip_by_value, group_args_1t);
 GRADCLIP_BENCH_BOTH(BM_group_eigen_squaredNorm_scale, group_args_1t);
+BENCHMARK_TEMPLATE(BM_group_global_norm, float)->Apply(guard_args);
+BENCHMARK_TEMPLATE(BM_group_nonfinite_guard, float)->Apply(guard_args);
 
 BENCHMARK_TEMPLATE(BM_read_roofline, float)->Apply(each_roofline_args);
 BENCHMARK_TEMPLATE(BM_scale_roofline, float)->Apply(each_roofline_args);

@@ -18,83 +18,30 @@
 #include "buffer.hpp"
 #include "errors.hpp"
 #include "norm.hpp"
+#include "options.hpp"
 #include "detail/float_bits.hpp"
-#include "detail/group_ops.hpp"
+#include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
 
 namespace gradclip {
 
-// What to do when the total norm is NaN or infinite.
-enum class nonfinite {
-  propagate,  // exactly PyTorch: a NaN norm makes every element NaN; an inf norm gives
-              // coefficient 0 (finite elements become 0, infinite ones NaN)
-  error,      // throw nonfinite_error; nothing is modified
-  skip        // modify nothing; return clipped == false with the non-finite total_norm,
-              // so the caller can skip the optimizer step
-};
-
-struct clip_options {
-  double norm_type = 2.0;  // p > 0, or infinity
-  double eps = 1e-6;       // added to the norm before dividing, as PyTorch does
-  nonfinite on_nonfinite = nonfinite::propagate;
-};
-
-struct clip_result {
-  double total_norm = 0.0;  // the norm before clipping
-  double scale = 1.0;       // the factor applied; 1 when nothing was written
-  bool clipped = false;     // whether the data was scaled
-};
-
 namespace detail {
 
-inline void check_policy(nonfinite policy) {
-  if (policy != nonfinite::propagate && policy != nonfinite::error && policy != nonfinite::skip) {
-    throw std::invalid_argument("gradclip: on_nonfinite is not a nonfinite policy");
-  }
-}
-
-inline void check_clip_options(double max_norm, const clip_options& options) {
-  check_max_norm(max_norm);
-  check_norm_type(options.norm_type);
-  check_eps(options.eps);
-  check_policy(options.on_nonfinite);
-}
-
-// The clipping decision for a total norm, without writing: scale is the
-// coefficient to apply (1 when none is), clipped whether one is.
+// decide for a group's norm under clip_options; under nonfinite::error, throws
+// nonfinite_error naming the group's first non-finite buffer (nothing written yet).
 template <class G>
-clip_result decide(const G& g, double max_norm, double total_norm, const clip_options& options) {
-  if (!is_finite(total_norm)) {
-    if (options.on_nonfinite == nonfinite::error) throw nonfinite_error(total_norm, first_nonfinite(g));
-    if (options.on_nonfinite == nonfinite::skip) return {total_norm, 1.0, false};
-    // propagate, as PyTorch's max_norm / (total + eps): NaN for a NaN norm (or inf
-    // over inf), else 0. Decided by bits, not by NaN arithmetic, which
-    // -ffinite-math-only lets the compiler fold away.
-    const bool nan_coefficient = is_nan(total_norm) || is_inf(max_norm);
-    return {total_norm, nan_coefficient ? std::numeric_limits<double>::quiet_NaN() : 0.0, true};
-  }
-  const double denominator = total_norm + options.eps;
-  // A zero norm with eps = 0 would give 0/0: the data is all zeros, nothing to do.
-  if (denominator == 0.0) return {total_norm, 1.0, false};
-  const double coefficient = max_norm / denominator;
-  // The NaN test by bits: under -ffinite-math-only a plain comparison may be folded.
-  if (!is_nan(coefficient) && coefficient >= 1.0) return {total_norm, 1.0, false};
-  return {total_norm, coefficient, true};  // coefficient < 1, or NaN under nonfinite::propagate
+kernels::decision decide_clip(const G& g, double max_norm, double total_norm, const clip_options& options) {
+  const kernels::decision d = kernels::decide(total_norm, {max_norm, options.eps}, options.on_nonfinite);
+  if (d.action == kernels::verdict::fail) throw nonfinite_error(total_norm, kernels::first_nonfinite(g));
+  return d;
 }
 
-// The coefficient a decision applies, exact-range: r.scale itself unless it is
-// below DBL_MIN (a norm of 1e300 clipped to 1e-20), where it is recomputed in two
-// factors (kernels::split_quotient) so that double data keeps the bound.
-inline kernels::coefficient applied_coefficient(const clip_result& r, double max_norm, const clip_options& options) {
-  if (!(r.scale < std::numeric_limits<double>::min())) return r.scale;
-  return kernels::split_quotient(max_norm, r.total_norm + options.eps);
-}
-
+// decide, then apply: the whole of a norm clip once the norm is known.
 template <class G>
 clip_result clip_given_norm(G&& g, double max_norm, double total_norm, const clip_options& options) {
-  const clip_result r = decide(g, max_norm, total_norm, options);
-  if (r.clipped) scale_all(g, applied_coefficient(r, max_norm, options));
-  return r;
+  const kernels::decision d = decide_clip(g, max_norm, total_norm, options);
+  if (d.scales()) kernels::apply(g, d.k);
+  return {total_norm, d.reported(), d.scales()};
 }
 
 }  // namespace detail
@@ -143,7 +90,8 @@ clip_result clip_coefficient(const Group& group, double max_norm, const clip_opt
                 "gradclip::clip_coefficient: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_clip_options(max_norm, options);
   const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options.norm_type));
-  return detail::decide(group, max_norm, total, options);
+  const detail::kernels::decision d = detail::decide_clip(group, max_norm, total, options);
+  return {total, d.reported(), d.scales()};
 }
 
 // Clips every buffer of a group by its own norm (Keras' clipnorm): max_norms is one
@@ -172,25 +120,24 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
     }
   }
   for (double m : limits) detail::check_max_norm(m);
-  detail::check_norm_type(options.norm_type);
-  detail::check_eps(options.eps);
-  detail::check_policy(options.on_nonfinite);
-  auto limit = [&limits](std::size_t i) { return limits[i]; };
+  detail::check_options(options);
 
   const auto spec = detail::kernels::norm_spec::from(options.norm_type);
   std::vector<clip_result> results(count);
   if (options.on_nonfinite == nonfinite::error) {
-    detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
-      const double total = detail::total_norm(v, spec);
+    std::vector<detail::kernels::decision> decisions(count);
+    detail::kernels::measure_each(group, spec, [&](std::size_t i, const norm_partial& part) {
+      const double total = detail::kernels::norm_accumulator::finish(part, spec);
       if (!detail::is_finite(total)) throw nonfinite_error(total, i);
-      results[i] = detail::decide(v, limit(i), total, options);
+      decisions[i] = detail::kernels::decide(total, {limits[i], options.eps}, options.on_nonfinite);
+      results[i] = {total, decisions[i].reported(), decisions[i].scales()};
     });
     detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
-      if (results[i].clipped) detail::scale_all(v, detail::applied_coefficient(results[i], limit(i), options));
+      if (decisions[i].scales()) detail::kernels::apply(v, decisions[i].k);
     });
   } else {
     detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
-      results[i] = detail::clip_given_norm(v, limit(i), detail::total_norm(v, spec), options);
+      results[i] = detail::clip_given_norm(v, limits[i], detail::total_norm(v, spec), options);
     });
   }
   return results;

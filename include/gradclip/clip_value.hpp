@@ -7,7 +7,7 @@
 #define GRADCLIP_CLIP_VALUE_HPP
 
 #include "buffer.hpp"
-#include "detail/group_ops.hpp"
+#include "detail/kernels/apply.hpp"
 #include "detail/validate.hpp"
 
 namespace gradclip {
@@ -19,7 +19,7 @@ void clip_by_value(BufferOrGroup&& x, double lo, double hi) {
   static_assert(is_group_v<BufferOrGroup> || is_buffer_v<BufferOrGroup>,
                 "gradclip::clip_by_value: not a buffer or a group of buffers (see gradclip/buffer.hpp)");
   detail::check_bounds(lo, hi);
-  detail::clamp_all(x, lo, hi);
+  detail::kernels::clamp_all(x, lo, hi);
 }
 
 // Clamps every element into [-clip_value, clip_value].

@@ -19,8 +19,9 @@ class nonfinite_error : public std::runtime_error {
   // norm of finite double data passed DBL_MAX).
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
-  nonfinite_error(double total_norm, std::size_t tensor_index)
-      : std::runtime_error(make_message(total_norm, tensor_index)),
+  // what: "buffer", or "unit" for the index of a unit (a row or column) of a matrix.
+  nonfinite_error(double total_norm, std::size_t tensor_index, const char* what = "buffer")
+      : std::runtime_error(make_message(total_norm, tensor_index, what)),
         total_norm_(total_norm),
         tensor_index_(tensor_index) {}
 
@@ -31,14 +32,14 @@ class nonfinite_error : public std::runtime_error {
   std::size_t tensor_index() const noexcept { return tensor_index_; }
 
  private:
-  static std::string make_message(double total_norm, std::size_t index) {
+  static std::string make_message(double total_norm, std::size_t index, const char* what) {
     std::string msg = "gradclip: the total norm of the gradients is ";
     msg += detail::is_nan(total_norm) ? "NaN" : (total_norm > 0 ? "inf" : "-inf");
     if (index == npos) {
       msg += " although no buffer of this group holds a non-finite value (a norm given by the caller, or finite "
              "values whose norm exceeds the largest double)";
     } else {
-      msg += "; buffer " + std::to_string(index) + " is the first that holds a non-finite value";
+      msg += std::string("; ") + what + " " + std::to_string(index) + " is the first that holds a non-finite value";
     }
     msg += "; nothing was modified";
     return msg;

@@ -37,22 +37,29 @@
 #include "errors.hpp"
 #include "detail/element.hpp"
 #include "detail/float_bits.hpp"
-#include "detail/group_ops.hpp"
-#include "detail/norm_accumulator.hpp"
+#include "detail/kernels/kernels.hpp"
 #include "detail/state_io.hpp"
 #include "detail/validate.hpp"
 
 namespace gradclip {
 
-struct unscale_options {
-  double norm_type = 2.0;  // p > 0, or infinity
-  double eps = 1e-6;       // added to the unscaled norm before dividing, as PyTorch does
+// norm_type and eps as clip_options (eps is added to the unscaled norm). The
+// policy for a NaN or an infinity among the scaled gradients defaults to skip,
+// GradScaler's: nothing is written and found_inf is reported. error throws
+// nonfinite_error (nothing written); propagate writes what PyTorch's unscale_
+// followed by clip_grad_norm_ would (NaN, or 0 times 1 / loss_scale).
+struct unscale_options : clip_options {
+  unscale_options() noexcept { on_nonfinite = nonfinite::skip; }
+  unscale_options(double norm_type_, double eps_ = 1e-6, nonfinite on_nonfinite_ = nonfinite::skip) noexcept
+      : clip_options{norm_type_, eps_, on_nonfinite_} {}
 };
 
 struct unscale_result {
   bool found_inf = false;    // a NaN or an infinity among the scaled gradients: nothing was written
+                             // (unless on_nonfinite is propagate)
   double total_norm = 0.0;   // the norm of the unscaled gradients (NaN or inf when found_inf)
-  double coefficient = 1.0;  // the clipping coefficient, min(1, max_norm / (total_norm + eps)); 1 when found_inf
+  double coefficient = 1.0;  // the clipping coefficient, min(1, max_norm / (total_norm + eps)); 1 when
+                             // found_inf and nothing was written
   double scale = 1.0;        // the factor every element was multiplied by, coefficient / loss_scale;
                              // 1 when nothing was written
   bool clipped = false;      // whether coefficient < 1
@@ -75,8 +82,9 @@ inline void check_loss_scale(double loss_scale) {
 // division comes before the power-of-two partial scale is applied, so a norm
 // beyond double's range before unscaling is still found when it is in range after.
 inline double unscaled_norm(const kernels::norm_partial& part, const kernels::norm_spec& spec, double loss_scale) {
+  if (!is_finite(part.sum)) return part.sum;
   if (spec.kind == kernels::norm_kind::linf) return part.sum / loss_scale;
-  return part.scale * (norm_accumulator::root(part.sum, spec) / loss_scale);
+  return part.scale * (kernels::norm_accumulator::root(part.sum, spec) / loss_scale);
 }
 
 }  // namespace detail
@@ -90,25 +98,22 @@ unscale_result unscale_and_clip(Group&& group, double loss_scale, double max_nor
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::unscale_and_clip: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_loss_scale(loss_scale);
-  const clip_options clip{options.norm_type, options.eps, nonfinite::propagate};
-  detail::check_clip_options(max_norm, clip);
+  detail::check_clip_options(max_norm, options);
 
   const auto spec = detail::kernels::norm_spec::from(options.norm_type);
-  const detail::kernels::norm_partial part = detail::group_partial(group, spec);
   unscale_result r;
-  if (!detail::is_finite(part.sum)) {
-    r.found_inf = true;
-    r.total_norm = part.sum;  // NaN if any NaN, else inf
-    return r;
-  }
+  const detail::kernels::norm_partial part = detail::kernels::measure(group, spec);
+  r.found_inf = !detail::is_finite(part.sum);
   r.total_norm = detail::unscaled_norm(part, spec, loss_scale);
-  const clip_result decision = detail::decide(group, max_norm, r.total_norm, clip);
-  r.coefficient = decision.scale;
-  r.clipped = decision.clipped;
-  const double factor = r.coefficient / loss_scale;
-  if (factor != 1.0) {
-    detail::scale_all(group, factor);
-    r.scale = factor;
+  const detail::kernels::decision d = detail::decide_clip(group, max_norm, r.total_norm, options);
+  if (!detail::is_finite(r.total_norm) && !d.scales()) return r;  // skip: nothing written
+  r.coefficient = d.reported();
+  r.clipped = d.scales();
+  // coefficient / loss_scale, exact-range: one write pass, skipped when it is 1.
+  const detail::kernels::coefficient k = (d.scales() ? d.k : detail::kernels::coefficient{1.0}).over(loss_scale);
+  if (!k.is_one()) {
+    detail::kernels::apply(group, k);
+    r.scale = k.value();
   }
   return r;
 }

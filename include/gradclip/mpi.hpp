@@ -60,8 +60,7 @@
 #include "clip_norm.hpp"
 #include "norm.hpp"
 #include "detail/float_bits.hpp"
-#include "detail/group_ops.hpp"
-#include "detail/norm_accumulator.hpp"
+#include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
 
 namespace gradclip::detail::mpi {
@@ -215,22 +214,13 @@ inline void check_mask(std::size_t mask_size, std::size_t buffers) {
   }
 }
 
-// This rank's share of the norm: the whole group through the core's data path,
-// or, when flagged buffers are left out here, each remaining buffer's partial
-// combined in group order.
+// This rank's share of the norm: the group through the measure stage, the
+// flagged buffers left out on every rank but rank 0.
 template <class Group>
 norm_partial shard_partial(const Group& group, const std::vector<bool>* replicated, int rank,
                            const kernels::norm_spec& spec) noexcept {
-  bool leaves_out = false;
-  if (replicated != nullptr && rank != 0) {
-    for (bool flag : *replicated) leaves_out = leaves_out || flag;
-  }
-  if (!leaves_out) return group_partial(group, spec);
-  norm_accumulator acc(spec);
-  for_each_buffer(group, [&](std::size_t i, const auto& v) {
-    if (!(*replicated)[i]) acc.add(group_partial(v, spec));
-  });
-  return acc.partial();
+  if (replicated == nullptr || rank == 0) return kernels::measure(group, spec);
+  return kernels::measure(group, spec, [replicated](std::size_t i) { return !(*replicated)[i]; });
 }
 
 // Validates locally, all-reduces the partials together with the arguments and the
@@ -238,14 +228,14 @@ norm_partial shard_partial(const Group& group, const std::vector<bool>* replicat
 // global norm.
 template <class Group>
 double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_Comm comm, double norm_type,
-                   double max_norm, double eps, double policy, void (*validate)(double, double, double)) {
+                   double max_norm, double eps, double policy, void (*validate)(double, double, double, double)) {
   require_mpi_running(comm);
   int rank = 0;
   check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
 
   std::string local_error;
   try {
-    validate(norm_type, max_norm, eps);
+    validate(norm_type, max_norm, eps, policy);
     if (replicated != nullptr) check_mask(replicated->size(), buffer_count(group));
   } catch (const std::invalid_argument& e) {
     local_error = e.what();
@@ -275,12 +265,14 @@ double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_
   return norm_from_partial({m.scale, m.sum}, norm_type);
 }
 
-inline void validate_norm_type(double norm_type, double, double) { check_norm_type(norm_type); }
+inline void validate_norm_type(double norm_type, double, double, double) { check_norm_type(norm_type); }
 
-inline void validate_clip(double norm_type, double max_norm, double eps) {
-  check_max_norm(max_norm);
-  check_norm_type(norm_type);
-  check_eps(eps);
+// The clip options, through the one check of the core; the policy travels as its
+// code, and anything but a policy's code is refused.
+inline void validate_clip(double norm_type, double max_norm, double eps, double policy) {
+  const bool known = policy == 0.0 || policy == 1.0 || policy == 2.0;
+  const auto code = static_cast<nonfinite>(known ? static_cast<int>(policy) : -1);
+  check_clip_options(max_norm, {norm_type, eps, code});
 }
 
 inline double policy_code(nonfinite policy) noexcept { return static_cast<double>(static_cast<int>(policy)); }

@@ -9,10 +9,20 @@
 #define GRADCLIP_NORM_HPP
 
 #include "buffer.hpp"
-#include "detail/group_ops.hpp"
+#include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
 
 namespace gradclip {
+
+namespace detail {
+
+// The norm of a group: measure, then the p-th root of the combined partial.
+template <class G>
+double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
+  return kernels::norm_accumulator::finish(kernels::measure(g, spec), spec);
+}
+
+}  // namespace detail
 
 // The norm of all buffers of a group taken as one vector. An empty group has norm 0.
 // Throws std::invalid_argument if norm_type is not > 0.
@@ -47,12 +57,12 @@ norm_partial partial_norm(const Group& group, double norm_type = 2.0) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::partial_norm: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_norm_type(norm_type);
-  return detail::group_partial(group, detail::kernels::norm_spec::from(norm_type));
+  return detail::kernels::measure(group, detail::kernels::norm_spec::from(norm_type));
 }
 
 inline norm_partial combine_partials(const norm_partial& a, const norm_partial& b, double norm_type) {
   detail::check_norm_type(norm_type);
-  detail::norm_accumulator acc(detail::kernels::norm_spec::from(norm_type));
+  detail::kernels::norm_accumulator acc(detail::kernels::norm_spec::from(norm_type));
   acc.add(a);
   acc.add(b);
   return acc.partial();
@@ -60,7 +70,7 @@ inline norm_partial combine_partials(const norm_partial& a, const norm_partial& 
 
 inline double norm_from_partial(const norm_partial& partial, double norm_type) {
   detail::check_norm_type(norm_type);
-  return detail::norm_accumulator::finish(partial, detail::kernels::norm_spec::from(norm_type));
+  return detail::kernels::norm_accumulator::finish(partial, detail::kernels::norm_spec::from(norm_type));
 }
 
 }  // namespace gradclip

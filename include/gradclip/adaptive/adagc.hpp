@@ -64,21 +64,19 @@
 
 #include "../clip_norm.hpp"
 #include "../detail/float_bits.hpp"
-#include "../detail/group_ops.hpp"
-#include "../detail/norm_accumulator.hpp"
+#include "../detail/kernels/kernels.hpp"
 #include "../detail/state_io.hpp"
 #include "../detail/validate.hpp"
 
 namespace gradclip {
 
-struct adagc_options {
+// The clip_options core (norm_type; eps, added to the norm in the clip
+// coefficient; on_nonfinite), and AdaGC's own.
+struct adagc_options : clip_options {
   double lambda_rel = 1.05;         // relative threshold: a buffer may grow to lambda_rel x its EMA, > 0
   double beta = 0.98;               // EMA smoothing, in [0, 1)
   std::int64_t warmup_steps = 100;  // T_start: steps of global clipping before the per-buffer rule, >= 0
   double max_norm = 1.0;            // lambda_abs: the warm-up's global limit (infinity: none)
-  double eps = 1e-6;                // added to the norm in the clip coefficient
-  double norm_type = 2.0;
-  nonfinite on_nonfinite = nonfinite::propagate;
 };
 
 struct adagc_result {
@@ -96,13 +94,8 @@ inline void check_adagc_options(const adagc_options& o) {
   }
   if (!(o.beta >= 0.0 && o.beta < 1.0)) fail("beta must be in [0, 1), got " + number_text(o.beta));
   if (o.warmup_steps < 0) fail("warmup_steps must be >= 0, got " + std::to_string(o.warmup_steps));
-  if (o.on_nonfinite != nonfinite::propagate && o.on_nonfinite != nonfinite::error &&
-      o.on_nonfinite != nonfinite::skip) {
-    fail("unknown on_nonfinite policy");
-  }
   check_max_norm(o.max_norm);
-  check_norm_type(o.norm_type);
-  check_eps(o.eps);
+  check_options(o);
 }
 
 }  // namespace detail
@@ -131,15 +124,13 @@ class adagc {
     const auto spec = detail::kernels::norm_spec::from(options_.norm_type);
     adagc_result result;
     result.buffers.resize(count);
-    detail::norm_accumulator group_norm(spec);
     std::size_t first_bad = nonfinite_error::npos;
-    detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
-      const detail::kernels::norm_partial part = detail::group_partial(v, spec);  // as gradclip::norm measures it
-      group_norm.add(part);
-      result.buffers[i].total_norm = detail::norm_accumulator::finish(part, spec);
-      if (first_bad == nonfinite_error::npos && !detail::is_finite(result.buffers[i].total_norm)) first_bad = i;
-    });
-    result.total_norm = group_norm.total();
+    const detail::kernels::norm_partial total =
+        detail::kernels::measure_each(group, spec, [&](std::size_t i, const detail::kernels::norm_partial& part) {
+          result.buffers[i].total_norm = detail::kernels::norm_accumulator::finish(part, spec);
+          if (first_bad == nonfinite_error::npos && !detail::is_finite(result.buffers[i].total_norm)) first_bad = i;
+        });
+    result.total_norm = detail::kernels::norm_accumulator::finish(total, spec);
     result.warmup = step_ < static_cast<std::uint64_t>(options_.warmup_steps);
     // (The group's norm can overflow with every buffer's finite: only the warm-up uses it.)
     if (options_.on_nonfinite == nonfinite::error &&
@@ -150,7 +141,7 @@ class adagc {
     // Nothing below throws but the allocation, which comes before any write.
     if (!sized_) gamma_.assign(count, unset());
     sized_ = true;
-    const clip_options core{options_.norm_type, options_.eps, options_.on_nonfinite};
+    const clip_options& core = options_;
     if (result.warmup) {
       const clip_result r = detail::clip_given_norm(group, options_.max_norm, result.total_norm, core);
       for (clip_result& b : result.buffers) {

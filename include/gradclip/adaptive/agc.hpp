@@ -43,9 +43,9 @@
 #include "../buffer.hpp"
 #include "../clip_norm.hpp"
 #include "../errors.hpp"
+#include "../options.hpp"
 #include "../detail/float_bits.hpp"
-#include "../detail/group_ops.hpp"
-#include "../detail/norm_accumulator.hpp"
+#include "../detail/kernels/kernels.hpp"
 #include "../detail/validate.hpp"
 #include "../detail/view.hpp"
 #include "clip_units.hpp"
@@ -202,6 +202,7 @@ inline void check_agc_arguments(double clipping, double eps, const agc_options& 
     throw std::invalid_argument("gradclip::agc: clipping must be >= 0, got " + number_text(clipping));
   }
   check_eps(eps);
+  check_policy(options.on_nonfinite);
   if (options.units != axis::rows && options.units != axis::cols) {
     throw std::invalid_argument("gradclip::agc: agc_options::units must be axis::rows or axis::cols");
   }
@@ -216,13 +217,9 @@ inline double agc_max_norm(double weight_norm, double clipping, double eps) noex
   return clipping * (weight_norm > eps ? weight_norm : eps);
 }
 
-// The coefficient for one unit, NaN propagating as in Optax; 1 when none applies.
-inline double agc_coefficient(double grad_norm, double max_norm) noexcept {
-  if (grad_norm <= max_norm) return 1.0;  // false for NaN: falls through to NaN
-  constexpr double div_eps = 1e-6;
-  const double c = max_norm / (grad_norm < div_eps ? div_eps : grad_norm);
-  return c >= 1.0 ? 1.0 : c;
-}
+// AGC's limit for a unit: coefficient max_norm / max(||G_i||, 1e-6), and a unit at or
+// below max_norm never written (the authors' strict test).
+inline kernels::clip_limit agc_limit(double max_norm) noexcept { return {max_norm, 0.0, 1e-6, true}; }
 
 // Calls f(buffer_index, weight_units, grad_units) for every buffer the mask keeps.
 template <class Params, class Grads, class F>
@@ -268,12 +265,12 @@ agc_result adaptive_grad_clip(const Params& params, Grads&& grads, double clippi
     detail::for_each_agc_pair(params, grads, options, [&](std::size_t i, const auto& w, const auto& g) {
       for (std::size_t first = 0; first < g.count; first += detail::unit_tile) {
         const std::size_t n = std::min(detail::unit_tile, g.count - first);
-        detail::unit_partials(w, first, n, l2, weight_parts);
-        detail::unit_partials(g, first, n, l2, grad_parts);
+        detail::kernels::measure_units(w, first, n, l2, weight_parts);
+        detail::kernels::measure_units(g, first, n, l2, grad_parts);
         for (std::size_t u = 0; u < n; ++u) {
-          const double gn = detail::norm_accumulator::finish(grad_parts[u], l2);
+          const double gn = detail::kernels::norm_accumulator::finish(grad_parts[u], l2);
           const double max_norm =
-              detail::agc_max_norm(detail::norm_accumulator::finish(weight_parts[u], l2), clipping, eps);
+              detail::agc_max_norm(detail::kernels::norm_accumulator::finish(weight_parts[u], l2), clipping, eps);
           if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
             throw nonfinite_error(detail::is_finite(gn) ? max_norm : gn, i);
           }
@@ -284,26 +281,24 @@ agc_result adaptive_grad_clip(const Params& params, Grads&& grads, double clippi
 
   agc_result result;
   detail::unit_tally tally(l2);
-  double coefficients[detail::unit_tile];
+  detail::kernels::coefficient coefficients[detail::unit_tile];
   detail::for_each_agc_pair(params, grads, options, [&](std::size_t, const auto& w, const auto& g) {
     result.units += g.count;
     for (std::size_t first = 0; first < g.count; first += detail::unit_tile) {
       const std::size_t n = std::min(detail::unit_tile, g.count - first);
-      detail::unit_partials(w, first, n, l2, weight_parts);
-      detail::unit_partials(g, first, n, l2, grad_parts);
+      detail::kernels::measure_units(w, first, n, l2, weight_parts);
+      detail::kernels::measure_units(g, first, n, l2, grad_parts);
       for (std::size_t u = 0; u < n; ++u) {
         const double gn = tally.add(grad_parts[u]);
         const double max_norm =
-            detail::agc_max_norm(detail::norm_accumulator::finish(weight_parts[u], l2), clipping, eps);
-        coefficients[u] = 1.0;
-        if (!detail::is_finite(gn) || detail::is_nan(max_norm)) {
-          ++result.nonfinite;
-          if (options.on_nonfinite == nonfinite::skip) continue;
-        }
-        coefficients[u] = detail::agc_coefficient(gn, max_norm);
-        if (coefficients[u] != 1.0) tally.scaled(coefficients[u]);
+            detail::agc_max_norm(detail::kernels::norm_accumulator::finish(weight_parts[u], l2), clipping, eps);
+        if (!detail::is_finite(gn) || detail::is_nan(max_norm)) ++result.nonfinite;
+        // (error: every unit is finite here, checked above)
+        const auto d = detail::kernels::decide(gn, detail::agc_limit(max_norm), options.on_nonfinite);
+        coefficients[u] = d.scales() ? d.k : detail::kernels::coefficient{1.0};
+        if (d.scales()) tally.scaled(d.k.value());
       }
-      detail::scale_units(g, first, n, coefficients);
+      detail::kernels::apply_units(g, first, n, coefficients);
     }
   });
   if (!options.mask.empty()) {

@@ -208,8 +208,7 @@ class auto_clip {
       throw std::invalid_argument("gradclip::auto_clip: percentile must be in [0, 100], got " +
                                   detail::number_text(percentile));
     }
-    detail::check_norm_type(o.norm_type);
-    detail::check_eps(o.eps);
+    detail::check_options(o);
     if (o.window == 0) throw std::invalid_argument("gradclip::auto_clip: window must be > 0");
     if (o.streaming && o.window != auto_clip_options::unbounded) {
       throw std::invalid_argument("gradclip::auto_clip: streaming keeps no history, so it takes no window");

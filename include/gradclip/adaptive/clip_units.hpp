@@ -38,24 +38,28 @@
 #include "../buffer.hpp"
 #include "../clip_norm.hpp"
 #include "../errors.hpp"
+#include "../options.hpp"
 #include "../detail/float_bits.hpp"
-#include "../detail/group_ops.hpp"
-#include "../detail/kernels/across.hpp"
-#include "../detail/norm_accumulator.hpp"
+#include "../detail/kernels/kernels.hpp"
 #include "../detail/validate.hpp"
 #include "../detail/view.hpp"
 
 namespace gradclip {
 
-struct unit_clip_options {
+// clip_options per unit (eps 0 gives TensorFlow's rule), and which slices are the
+// units: {gradclip::axis::cols}, or {axis, norm_type, eps, on_nonfinite}.
+// on_nonfinite acts per unit, as clip_each_by_norm does per buffer: propagate
+// scales a unit whose norm is NaN by NaN and one whose norm is inf by 0; skip
+// leaves such a unit as it is (and out of an accumulated sum); error throws
+// nonfinite_error, with tensor_index() the index of the first such unit (its row
+// or column), before anything is written.
+struct unit_clip_options : clip_options {
   axis units = axis::rows;  // rows: each row is a unit (an example of a batch x params matrix)
-  double norm_type = 2.0;   // p > 0, or infinity
-  double eps = 1e-6;        // added to each unit's norm before dividing; 0 gives TensorFlow's rule
-  // Per unit, as clip_each_by_norm does per buffer: propagate scales a unit whose
-  // norm is NaN by NaN and one whose norm is inf by 0; skip leaves such a unit as
-  // it is (and out of an accumulated sum); error throws nonfinite_error, with
-  // tensor_index() the index of the first such unit, before anything is written.
-  nonfinite on_nonfinite = nonfinite::propagate;
+
+  unit_clip_options() noexcept = default;
+  unit_clip_options(axis units_, double norm_type_ = 2.0, double eps_ = 1e-6,  // NOLINT(google-explicit-constructor)
+                    nonfinite on_nonfinite_ = nonfinite::propagate) noexcept
+      : clip_options{norm_type_, eps_, on_nonfinite_}, units(units_) {}
 };
 
 struct unit_clip_result {
@@ -74,28 +78,8 @@ struct unit_clip_result {
 
 namespace detail {
 
-// The units of a buffer: count views of `length` elements, `unit_stride` apart,
-// elements `element_stride` apart within a unit.
 template <class P>
-struct unit_layout {
-  P* data = nullptr;
-  std::size_t count = 0;
-  std::size_t length = 0;
-  std::ptrdiff_t unit_stride = 0;
-  std::ptrdiff_t element_stride = 1;
-
-  strided_view<P> operator[](std::size_t u) const noexcept {
-    // Units of no element (of an empty matrix, whose data may be null) are not
-    // offset: null + offset is undefined.
-    if (length == 0) return make_view<P>(data, 0, element_stride, 1, 0);
-    return make_view<P>(data + static_cast<std::ptrdiff_t>(u) * unit_stride, length, element_stride, 1, 0);
-  }
-  // Units closer together in memory than the elements of a unit (the rows of a
-  // column-major matrix): processed a tile at a time in storage order.
-  bool across() const noexcept {
-    return count > 1 && length > 1 && std::abs(unit_stride) < std::abs(element_stride);
-  }
-};
+using unit_layout = kernels::unit_layout<P>;
 
 // The literal rows or columns of an Eigen matrix (an n x 1 matrix has n rows).
 template <class X>
@@ -115,46 +99,6 @@ auto matrix_units(X& x, axis along) noexcept {
 // coefficient per unit, then the writes, with no allocation.
 inline constexpr std::size_t unit_tile = kernels::across_tile;
 
-// The partials of units [first, first + n), n <= unit_tile.
-template <class P>
-void unit_partials(const unit_layout<P>& l, std::size_t first, std::size_t n, const kernels::norm_spec& spec,
-                   kernels::norm_partial* out) noexcept {
-  if (l.across()) {
-    kernels::across_partials<std::remove_const_t<P>>(l.data + static_cast<std::ptrdiff_t>(first) * l.unit_stride, n,
-                                                     l.unit_stride, l.length, l.element_stride, spec, out);
-  } else {
-    for (std::size_t i = 0; i < n; ++i) out[i] = group_partial(l[first + i], spec);
-  }
-}
-
-// Scales unit first + i by c[i]; a unit whose coefficient is 1 is not written.
-template <class P>
-void scale_units(const unit_layout<P>& l, std::size_t first, std::size_t n, const double* c) noexcept {
-  require_writable<strided_view<P>>();
-  if (l.across()) {
-    kernels::across_scale(l.data + static_cast<std::ptrdiff_t>(first) * l.unit_stride, n, l.unit_stride, l.length,
-                          l.element_stride, c);
-  } else {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!(c[i] == 1.0)) scale_all(l[first + i], c[i]);
-    }
-  }
-}
-
-// sum += unit first + i for each i with include[i], in unit order.
-template <class D, class P>
-void add_units(const strided_view<D>& sum, const unit_layout<P>& l, std::size_t first, std::size_t n,
-               const bool* include) noexcept {
-  if (l.across()) {
-    kernels::across_add(sum.data, sum.inner_stride, l.data + static_cast<std::ptrdiff_t>(first) * l.unit_stride, n,
-                        l.unit_stride, l.length, l.element_stride, include);
-  } else {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (include[i]) kernels::add_scaled(sum, to_const(l[first + i]), 1.0);
-    }
-  }
-}
-
 // Running summary of the units measured and the coefficients applied. Units are
 // added as partials (norm^p = scale^p * sum), so that their combined norm is as
 // exact as a norm of the whole.
@@ -165,7 +109,7 @@ class unit_tally {
   // Adds one unit's partial; returns its norm.
   double add(const kernels::norm_partial& part) noexcept {
     total_.add(part);
-    const double norm = norm_accumulator::finish(part, spec_);
+    const double norm = kernels::norm_accumulator::finish(part, spec_);
     if (!is_nan(max_) && (is_nan(norm) || norm > max_)) max_ = norm;
     return norm;
   }
@@ -180,7 +124,7 @@ class unit_tally {
 
  private:
   kernels::norm_spec spec_;
-  norm_accumulator total_;
+  kernels::norm_accumulator total_;
   double max_ = 0.0;
   double min_scale_ = 1.0;
   std::size_t clipped_ = 0;
@@ -194,9 +138,7 @@ constexpr void check_matrix_type() noexcept {
 }
 
 inline void check_unit_clip_options(double max_norm, const unit_clip_options& options) {
-  check_max_norm(max_norm);
-  check_norm_type(options.norm_type);
-  check_eps(options.eps);
+  check_clip_options(max_norm, options);
   if (options.units != axis::rows && options.units != axis::cols) {
     throw std::invalid_argument("gradclip: unit_clip_options::units must be axis::rows or axis::cols");
   }
@@ -224,7 +166,7 @@ unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options&
         }
       }
       const auto v = as_view(s);
-      require_writable<std::decay_t<decltype(v)>>();
+      kernels::require_writable<std::decay_t<decltype(v)>>();
       if (v.size() != units.length) {
         throw std::invalid_argument("gradclip::clip_units_and_accumulate: the sum has " + std::to_string(v.size()) +
                                     " elements for units of " + std::to_string(units.length));
@@ -234,16 +176,15 @@ unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options&
   }();
 
   const auto spec = kernels::norm_spec::from(options.norm_type);
-  const clip_options clip{options.norm_type, options.eps, options.on_nonfinite};
   kernels::norm_partial parts[unit_tile];
   if (options.on_nonfinite == nonfinite::error) {
     // Every norm first: a non-finite unit anywhere throws before any unit is written.
     for (std::size_t first = 0; first < units.count; first += unit_tile) {
       const std::size_t n = std::min(unit_tile, units.count - first);
-      unit_partials(units, first, n, spec, parts);
+      kernels::measure_units(units, first, n, spec, parts);
       for (std::size_t i = 0; i < n; ++i) {
-        const double norm = norm_accumulator::finish(parts[i], spec);
-        if (!is_finite(norm)) throw nonfinite_error(norm, first + i);
+        const double norm = kernels::norm_accumulator::finish(parts[i], spec);
+        if (!is_finite(norm)) throw nonfinite_error(norm, first + i, "unit");
       }
     }
   }
@@ -251,24 +192,25 @@ unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options&
   unit_tally tally(spec);
   unit_clip_result result;
   result.units = units.count;
-  double coefficients[unit_tile];
+  kernels::coefficient coefficients[unit_tile];
   bool include[unit_tile];
   for (std::size_t first = 0; first < units.count; first += unit_tile) {
     const std::size_t n = std::min(unit_tile, units.count - first);
-    unit_partials(units, first, n, spec, parts);
+    kernels::measure_units(units, first, n, spec, parts);
     for (std::size_t i = 0; i < n; ++i) {
       const double norm = tally.add(parts[i]);
       const bool finite = is_finite(norm);
       if (!finite) ++result.nonfinite;
-      const clip_result r = decide(units[first + i], max_norm, norm, clip);
-      coefficients[i] = r.clipped ? r.scale : 1.0;
-      if (r.clipped) tally.scaled(r.scale);
+      // (error: every unit is finite here, checked above)
+      const kernels::decision d = kernels::decide(norm, {max_norm, options.eps}, options.on_nonfinite);
+      coefficients[i] = d.scales() ? d.k : kernels::coefficient{1.0};
+      if (d.scales()) tally.scaled(d.k.value());
       // Under skip a non-finite unit stays out of the sum: it contributes zero,
       // which keeps DP-SGD's bound on each example's contribution.
       include[i] = finite || options.on_nonfinite != nonfinite::skip;
     }
-    scale_units(units, first, n, coefficients);
-    if constexpr (!std::is_same_v<Sum, void_sum>) add_units(sum_view, units, first, n, include);
+    kernels::apply_units(units, first, n, coefficients);
+    if constexpr (!std::is_same_v<Sum, void_sum>) kernels::add_units(sum_view, units, first, n, include);
   }
   result.clipped = tally.clipped();
   result.max_unit_norm = tally.max_norm();

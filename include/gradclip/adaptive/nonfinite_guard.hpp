@@ -34,7 +34,7 @@
 #include "../clip_norm.hpp"
 #include "../errors.hpp"
 #include "../detail/float_bits.hpp"
-#include "../detail/group_ops.hpp"
+#include "../detail/kernels/kernels.hpp"
 #include "../detail/state_io.hpp"
 
 namespace gradclip {
@@ -100,7 +100,7 @@ class nonfinite_guard {
   // Judges the gradients themselves: finite when every element is.
   template <class Group, std::enable_if_t<is_group_v<Group> || is_buffer_v<Group>, int> = 0>
   guard_step operator()(const Group& group) {
-    return record(detail::first_nonfinite(group));
+    return record(detail::kernels::first_nonfinite(group));
   }
 
   // Judges a norm computed elsewhere (finite or not).
@@ -118,7 +118,7 @@ class nonfinite_guard {
     using R = std::decay_t<std::invoke_result_t<Clipper&, Group&>>;
     static_assert(!std::is_void_v<R>, "gradclip::nonfinite_guard: the clipper must return its result");
     guarded_step<R> out;
-    const std::size_t bad = detail::first_nonfinite(group);
+    const std::size_t bad = detail::kernels::first_nonfinite(group);
     if (bad != guard_step::npos) {
       static_cast<guard_step&>(out) = record(bad);
       return out;

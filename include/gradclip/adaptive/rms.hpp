@@ -29,7 +29,6 @@
 #include "../clip_norm.hpp"
 #include "../errors.hpp"
 #include "../detail/float_bits.hpp"
-#include "../detail/group_ops.hpp"
 #include "../detail/validate.hpp"
 
 namespace gradclip {
@@ -70,6 +69,7 @@ std::vector<block_rms_result> clip_by_block_rms(Group&& group, double threshold,
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::clip_by_block_rms: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_rms_threshold(threshold);
+  detail::check_policy(options.on_nonfinite);
   std::vector<double> limits;
   std::vector<double> roots;  // sqrt(n) per block
   detail::for_each_buffer(group, [&](std::size_t, const auto& v) {
@@ -95,6 +95,7 @@ class block_rms_clipper {
   explicit block_rms_clipper(double threshold, const block_rms_options& options = {})
       : threshold_(threshold), options_(options) {
     detail::check_rms_threshold(threshold);
+    detail::check_policy(options.on_nonfinite);
   }
 
   template <class Group>

@@ -68,18 +68,17 @@ enum class zclip_mode {
   percentile  // clip anything above mean + z_thresh * std to that bound (the reference's mode "percentile")
 };
 
-struct zclip_options {
+// The clip_options core (norm_type; eps, added to std in z and to the norm in the
+// clip coefficient; on_nonfinite), and ZClip's own.
+struct zclip_options : clip_options {
   double alpha = 0.97;         // EMA smoothing of mean and variance, in [0, 1)
   double z_thresh = 2.5;       // z-score above which a norm is a spike, > 0
   std::int64_t warmup_steps = 25;  // finite norms recorded before the statistics start, >= 0
-  double eps = 1e-6;           // added to std in z, and to the norm in the clip coefficient
   double max_grad_norm = std::numeric_limits<double>::infinity();  // fixed cap: alone during
                                                                    // warm-up, an upper bound after
   double clip_factor = 1.0;    // multiplies the zscore-mode threshold, > 0
   zclip_mode mode = zclip_mode::zscore;
   bool skip_update_on_spike = false;  // leave mean/var unchanged after a spike
-  double norm_type = 2.0;
-  nonfinite on_nonfinite = nonfinite::propagate;
 };
 
 namespace detail {
@@ -95,13 +94,8 @@ inline void check_zclip_options(const zclip_options& o) {
   if (o.mode != zclip_mode::zscore && o.mode != zclip_mode::mean && o.mode != zclip_mode::percentile) {
     fail("unknown mode");
   }
-  if (o.on_nonfinite != nonfinite::propagate && o.on_nonfinite != nonfinite::error &&
-      o.on_nonfinite != nonfinite::skip) {
-    fail("unknown on_nonfinite policy");
-  }
   check_max_norm(o.max_grad_norm);
-  check_norm_type(o.norm_type);
-  check_eps(o.eps);
+  check_options(o);
 }
 
 // ZClip's threshold for a finite norm g given the statistics; spike says whether
@@ -251,7 +245,7 @@ class zclip {
 
   template <class Group>
   clip_result apply(Group&& group, double g) {
-    const clip_options core{options_.norm_type, options_.eps, options_.on_nonfinite};
+    const clip_options& core = options_;
     const double cap = options_.max_grad_norm;
     if (!detail::is_finite(g) || !warmed_up_) {
       const bool records = detail::is_finite(g);

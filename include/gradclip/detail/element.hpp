@@ -4,6 +4,12 @@
 // float and double are computed on directly. Eigen::half and Eigen::bfloat16 are
 // decoded to float (exactly) and accumulated in double like float, so that squares
 // never overflow (60000 in fp16 has a finite norm) and sums keep double accuracy.
+//
+// Writes: every value a kernel stores is computed in double and converted by the
+// element type's one conversion, element_traits<T>::nearest (round to nearest
+// even). A product or sum that double cannot hold exactly is first rounded to odd
+// (round_once below), which carries its exact position to any type of 51 bits or
+// fewer: the stored element is the correctly rounded x * c or d + x, rounded once.
 #ifndef GRADCLIP_DETAIL_ELEMENT_HPP
 #define GRADCLIP_DETAIL_ELEMENT_HPP
 
@@ -18,6 +24,20 @@
 #include "float_bits.hpp"
 
 namespace gradclip::detail {
+
+// y = hi + lo exactly, hi = y rounded to nearest: y rounded to odd (toward zero,
+// then the last bit set if that was inexact). Rounding the result to a format of
+// at most 51 bits gives the correctly rounded y (Boldo and Melquiond 2008).
+inline double round_to_odd(double hi, double lo) noexcept {
+  if (lo == 0.0 || !is_finite(hi)) return hi;
+  std::uint64_t b = bits_of(hi);
+  if ((b ^ bits_of(lo)) >> 63) b -= 1;  // opposite signs: |y| < |hi|, so step toward zero
+  return double_from_bits(b | 1u);
+}
+
+// The float nearest to v, rounded to odd: the same property one step down (float's
+// 24 bits carry v's position to the 11 and 8 bits of half and bfloat16).
+inline float round_to_odd_float(double v) noexcept;
 
 // Primary template: not an element type gradclip computes on.
 template <class T>
@@ -74,9 +94,8 @@ struct sixteen_bit_traits {
     if ((u & 0x7fffu) == 0) return from_bits(0x8001u);
     return from_bits(static_cast<std::uint16_t>((u & 0x8000u) ? u + 1 : u - 1));
   }
-  // Round to nearest even through float; a later exact comparison corrects the
-  // rare double rounding where that matters (see round_down_to / round_up_to).
-  static T nearest(double v) noexcept { return T(element_traits<float>::nearest(v)); }
+  // Round to nearest even, once: to odd in float, then to nearest in 16 bits.
+  static T nearest(double v) noexcept { return T(round_to_odd_float(v)); }
 };
 
 template <>
@@ -103,12 +122,56 @@ struct element_traits<Eigen::bfloat16> : sixteen_bit_traits<Eigen::bfloat16, 0x7
   static Eigen::bfloat16 from_compute(float f) noexcept { return Eigen::bfloat16(f); }
 };
 
+inline float round_to_odd_float(double v) noexcept {
+  const float f = element_traits<float>::nearest(v);
+  if (!is_finite(v) || static_cast<double>(f) == v) return f;
+  std::uint32_t b = bits_of(f);
+  if (std::fabs(static_cast<double>(f)) > std::fabs(v)) b -= 1;  // f beyond v: step toward zero
+  return float_from_bits(b | 1u);
+}
+
+// y = hi + lo exactly (hi = y rounded to nearest), rounded once into T.
+template <class T>
+T round_once(double hi, double lo) noexcept {
+  if constexpr (std::is_same_v<T, double>) {
+    (void)lo;
+    return hi;
+  } else {
+    return element_traits<T>::nearest(round_to_odd(hi, lo));
+  }
+}
+
 template <class T>
 inline constexpr bool is_element_v = element_traits<std::remove_cv_t<T>>::supported;
 
 template <class T>
 double to_double(T x) noexcept {
   return static_cast<double>(element_traits<T>::to_compute(x));
+}
+
+// The correctly rounded x * c in T (for c a double: one rounding in all).
+template <class T>
+T times(T x, double c) noexcept {
+  const double xd = to_double(x);
+  const double hi = xd * c;
+  if constexpr (std::is_same_v<T, double>) {
+    return hi;
+  } else {
+    return round_once<T>(hi, std::fma(xd, c, -hi));  // the product's exact error (no underflow: see apply)
+  }
+}
+
+// The correctly rounded d + x in D, for elements of any two types.
+template <class D, class S>
+D plus(D d, S x) noexcept {
+  const double a = to_double(d), b = to_double(x);
+  const double s = a + b;
+  if constexpr (std::is_same_v<D, double>) {
+    return s;
+  } else {
+    const double bb = s - a;  // Knuth's two-sum: the exact error of a + b
+    return round_once<D>(s, (a - (s - bb)) + (b - bb));
+  }
 }
 
 // The largest value of T that is <= v, and the smallest that is >= v: value

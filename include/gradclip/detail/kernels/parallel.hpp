@@ -46,6 +46,26 @@ void for_each_chunk(std::size_t chunks, bool threaded, F&& f) {
   for (std::size_t c = 0; c < chunks; ++c) f(c);
 }
 
+// The results of chunk(c) for every chunk of an n-element run, handed to
+// sink(result) in chunk order. Up to 1024 chunk results (64 Mi elements) are held
+// at once on the stack: one parallel region per 1024 chunks, no allocation.
+template <class Chunk, class Sink>
+void for_each_chunk_result(std::size_t n, bool threaded, Chunk&& chunk, Sink&& sink) {
+  using result = decltype(chunk(std::size_t{0}));
+  const std::size_t chunks = (n + chunk_size - 1) / chunk_size;
+  if (chunks == 1 || (chunks > 1 && !threaded)) {
+    for (std::size_t c = 0; c < chunks; ++c) sink(chunk(c));
+    return;
+  }
+  constexpr std::size_t round = 1024;
+  result results[round];
+  for (std::size_t first = 0; first < chunks; first += round) {
+    const std::size_t count = chunks - first < round ? chunks - first : round;
+    for_each_chunk(count, true, [&](std::size_t c) { results[c] = chunk(first + c); });
+    for (std::size_t c = 0; c < count; ++c) sink(results[c]);
+  }
+}
+
 }  // namespace gradclip::detail::kernels
 
 #endif  // GRADCLIP_DETAIL_KERNELS_PARALLEL_HPP

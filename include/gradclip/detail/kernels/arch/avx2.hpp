@@ -1,0 +1,49 @@
+// gradclip kernels: AVX and AVX2 (32-byte vectors), with FMA where the target has
+// it. Tails by masked loads, so the lane accumulators stay whole vectors.
+#ifndef GRADCLIP_DETAIL_KERNELS_ARCH_AVX2_HPP
+#define GRADCLIP_DETAIL_KERNELS_ARCH_AVX2_HPP
+
+#include "../../../config.hpp"
+
+#if GRADCLIP_SIMD && defined(__AVX__) && !defined(__AVX512F__)  // 32-byte vectors
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "generic.hpp"
+
+namespace gradclip::detail::kernels {
+
+struct avx2_isa : generic_isa {
+  static constexpr const char* name() noexcept { return fused_squares ? "avx2" : "avx"; }
+
+  static constexpr bool partial_loads = true;
+
+  static vd load_widened(const float* p) noexcept { return (vd)_mm256_cvtps_pd(_mm_loadu_ps(p)); }
+  static vd load_widened(const double* p) noexcept { return (vd)_mm256_loadu_pd(p); }
+
+  static vd load_widened_partial(const float* p, std::size_t m) noexcept {
+    alignas(16) static constexpr std::int32_t ones[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+    const __m128i mask = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ones + 4 - m));
+    return (vd)_mm256_cvtps_pd(_mm_maskload_ps(p, mask));
+  }
+  static vd load_widened_partial(const double* p, std::size_t m) noexcept {
+    alignas(32) static constexpr std::int64_t ones[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+    const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ones + 4 - m));
+    return (vd)_mm256_maskload_pd(p, mask);
+  }
+
+#if defined(__FMA__)
+  static vd add_square(vd acc, vd v) noexcept {
+    return (vd)_mm256_fmadd_pd((__m256d)v, (__m256d)v, (__m256d)acc);
+  }
+#endif
+};
+
+}  // namespace gradclip::detail::kernels
+
+#endif
+
+#endif  // GRADCLIP_DETAIL_KERNELS_ARCH_AVX2_HPP

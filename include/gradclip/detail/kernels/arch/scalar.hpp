@@ -1,0 +1,109 @@
+// gradclip kernels: the portable implementation of the element operations.
+//
+// Every ISA implements the same small set of operations over contiguous runs of
+// float or double (max_magnitude_bits also over 16-bit elements):
+//
+//   accumulate<term, scaled>(acc, x, n, scale, stream)  acc[i % lane_count] += term(x[i] * scale)
+//   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
+//   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
+//   scale(x, n, c)                                       x[i] *= c in the element's own precision
+//   clamp(x, n, lo, hi)                                  x[i] = min(max(x[i], lo), hi), NaN kept
+//
+// This one is plain C++ with the same lane layout as the vector ones of the same
+// target (arch/target.hpp), so it computes the same bits; GRADCLIP_NO_SIMD
+// selects it, and the vector implementations hand it their tails.
+#ifndef GRADCLIP_DETAIL_KERNELS_ARCH_SCALAR_HPP
+#define GRADCLIP_DETAIL_KERNELS_ARCH_SCALAR_HPP
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "target.hpp"
+
+namespace gradclip::detail::kernels {
+
+// The unsigned integer of an element's width, and its magnitude mask.
+template <class T>
+using bits_of_width = std::conditional_t<
+    sizeof(T) == 8, std::uint64_t,
+    std::conditional_t<sizeof(T) == 4, std::uint32_t, std::conditional_t<sizeof(T) == 2, std::uint16_t, void>>>;
+
+template <class T>
+inline constexpr bits_of_width<T> magnitude_mask =
+    static_cast<bits_of_width<T>>(static_cast<bits_of_width<T>>(~bits_of_width<T>{0}) >> 1);  // no promotion to int
+
+struct scalar_arch {
+  static constexpr const char* name() noexcept { return "scalar"; }
+
+  template <term K, bool Scaled, class T>
+  static void accumulate(double* acc, const T* x, std::size_t n, double scale, bool stream = false) noexcept {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    std::size_t i = 0;
+    for (; i + lane_count <= n; i += lane_count) {
+      if (stream) prefetch_ahead(x + i, lane_count);
+      for (std::size_t j = 0; j < lane_count; ++j) acc[j] = add_term<K, Scaled>(acc[j], x[i + j], scale);
+    }
+    for (std::size_t j = 0; i < n; ++i, ++j) acc[j] = add_term<K, Scaled>(acc[j], x[i], scale);
+  }
+
+  // acc[j] += acc[j + w] for w = width, width / 2, ..., 1.
+  static double reduce_lanes(double* acc, std::size_t width = lane_count / 2) noexcept {
+    for (; width > 0; width /= 2) {
+      for (std::size_t j = 0; j < width; ++j) acc[j] += acc[j + width];
+    }
+    return acc[0];
+  }
+
+  // For non-negative IEEE values the integer order of the bit patterns is the
+  // numeric order and every NaN sorts above infinity: exact, and independent of
+  // the floating-point flags.
+  template <class T>
+  static bits_of_width<T> max_magnitude_bits(const T* x, std::size_t n, bool = false) noexcept {
+    using bits = bits_of_width<T>;
+    bits m = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      bits b;
+      std::memcpy(&b, x + i, sizeof b);
+      b &= magnitude_mask<T>;
+      m = b > m ? b : m;
+    }
+    return m;
+  }
+
+  template <class T>
+  static void scale(T* x, std::size_t n, T c) noexcept {
+    for (std::size_t i = 0; i < n; ++i) x[i] *= c;
+  }
+
+  template <class T>
+  static void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
+    for (std::size_t i = 0; i < n; ++i) {
+      const T v = x[i];
+      bits_of_width<T> b;
+      std::memcpy(&b, &v, sizeof b);
+      // NaN by its bits: under -ffinite-math-only the comparisons may not see it.
+      if ((b & magnitude_mask<T>) > infinity_bits<T>()) continue;
+      x[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+  }
+
+  template <class T>
+  static constexpr bits_of_width<T> infinity_bits() noexcept {
+    return static_cast<bits_of_width<T>>(sizeof(T) == 8 ? 0x7ff0000000000000ull : 0x7f800000ull);
+  }
+
+ private:
+  template <term K, bool Scaled, class T>
+  static double add_term(double acc, T x, double scale) noexcept {
+    double v = static_cast<double>(x);
+    if constexpr (Scaled) v *= scale;
+    return K == term::square ? add_square(acc, v) : acc + std::fabs(v);
+  }
+};
+
+}  // namespace gradclip::detail::kernels
+
+#endif  // GRADCLIP_DETAIL_KERNELS_ARCH_SCALAR_HPP

@@ -1,0 +1,176 @@
+// gradclip kernels: the element operations (scalar.hpp's list) in GNU vectors,
+// built from one ISA's primitives (generic.hpp and the files deriving from it).
+// Tails shorter than a vector go to the scalar implementation, which keeps the
+// same lanes, so the split point never changes a result.
+#ifndef GRADCLIP_DETAIL_KERNELS_ARCH_VECTOR_HPP
+#define GRADCLIP_DETAIL_KERNELS_ARCH_VECTOR_HPP
+
+#include "../../../config.hpp"
+
+#if GRADCLIP_SIMD
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "scalar.hpp"
+#include "target.hpp"
+
+namespace gradclip::detail::kernels {
+
+template <class Isa>
+struct vector_arch {
+  static constexpr const char* name() noexcept { return Isa::name(); }
+
+  template <term K, bool Scaled, class T>
+  static void accumulate(double* acc, const T* x, std::size_t n, double scale, bool stream = false) noexcept {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    std::size_t i = 0;
+    // The lanes in registers, loaded and stored as whole vectors (vector loads
+    // after narrower stores to the same lanes stall on store forwarding: per
+    // call, so per buffer of a group of small ones).
+    vd a[accumulators];
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) a[k] = Isa::load_widened(acc + k * dwidth);
+    for (; i + lane_count <= n; i += lane_count) {
+      if (stream) prefetch_ahead(x + i, lane_count);
+#pragma GCC unroll 16
+      for (std::size_t k = 0; k < accumulators; ++k) {
+        a[k] = add_terms<K, Scaled>(a[k], Isa::load_widened(x + i + k * dwidth), scale);
+      }
+    }
+    if constexpr (Isa::partial_loads) {
+      // Every accumulator takes its part of the tail, possibly nothing: lanes of
+      // +0 (or their squares) leave a sum as it was, so these are the scalar
+      // tail's sums bit for bit.
+      const std::size_t rest = n - i;
+      if (rest != 0) {
+#pragma GCC unroll 16
+        for (std::size_t k = 0; k < accumulators; ++k) {
+          const std::size_t from = k * dwidth < rest ? k * dwidth : rest;
+          const std::size_t m = rest - from < dwidth ? rest - from : dwidth;
+          a[k] = add_terms<K, Scaled>(a[k], Isa::load_widened_partial(x + i + from, m), scale);
+        }
+      }
+      i = n;
+    }
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) {
+      const vd v = a[k];
+      std::memcpy(acc + k * dwidth, &v, sizeof v);
+    }
+    if (i < n) scalar_arch::accumulate<K, Scaled>(acc, x + i, n - i, scale);
+  }
+
+  // The same additions as scalar_arch::reduce_lanes, whole vectors while the
+  // width allows.
+  static double reduce_lanes(double* acc) noexcept {
+    std::size_t width = lane_count / 2;
+    for (; width >= dwidth; width /= 2) {
+      for (std::size_t j = 0; j < width; j += dwidth) {
+        vd lo, hi;
+        std::memcpy(&lo, acc + j, sizeof lo);
+        std::memcpy(&hi, acc + j + width, sizeof hi);
+        lo += hi;
+        std::memcpy(acc + j, &lo, sizeof lo);
+      }
+    }
+    return scalar_arch::reduce_lanes(acc, width);
+  }
+
+  template <class T>
+  static bits_of_width<T> max_magnitude_bits(const T* x, std::size_t n, bool stream = false) noexcept {
+    using bits = bits_of_width<T>;
+    typedef bits vb __attribute__((vector_size(vector_bytes)));
+    constexpr std::size_t w = vector_bytes / sizeof(T);
+    constexpr bits mask = magnitude_mask<T>;
+    std::size_t i = 0;
+    vb m0 = {}, m1 = {}, m2 = {}, m3 = {};
+    for (; i + 4 * w <= n; i += 4 * w) {
+      if (stream) prefetch_ahead(x + i, 4 * w);
+      vb b0, b1, b2, b3;
+      std::memcpy(&b0, x + i, sizeof b0);
+      std::memcpy(&b1, x + i + w, sizeof b1);
+      std::memcpy(&b2, x + i + 2 * w, sizeof b2);
+      std::memcpy(&b3, x + i + 3 * w, sizeof b3);
+      b0 &= mask;
+      b1 &= mask;
+      b2 &= mask;
+      b3 &= mask;
+      // The vector ?: lowers to the target's unsigned max where it has one.
+      m0 = b0 > m0 ? b0 : m0;
+      m1 = b1 > m1 ? b1 : m1;
+      m2 = b2 > m2 ? b2 : m2;
+      m3 = b3 > m3 ? b3 : m3;
+    }
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    m0 = m2 > m0 ? m2 : m0;
+    bits m = scalar_arch::max_magnitude_bits(x + i, n - i);
+    for (std::size_t j = 0; j < w; ++j) m = m0[j] > m ? m0[j] : m;
+    return m;
+  }
+
+  template <class T>
+  static void scale(T* x, std::size_t n, T c) noexcept {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    typedef T vt __attribute__((vector_size(vector_bytes)));
+    constexpr std::size_t w = vector_bytes / sizeof(T);
+    std::size_t i = 0;
+    for (; i + 2 * w <= n; i += 2 * w) {
+      vt v0, v1;
+      std::memcpy(&v0, x + i, sizeof v0);
+      std::memcpy(&v1, x + i + w, sizeof v1);
+      v0 *= c;
+      v1 *= c;
+      std::memcpy(x + i, &v0, sizeof v0);
+      std::memcpy(x + i + w, &v1, sizeof v1);
+    }
+    scalar_arch::scale(x + i, n - i, c);
+  }
+
+  template <class T>
+  static void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    using bits = bits_of_width<T>;
+    typedef T vt __attribute__((vector_size(vector_bytes)));
+    typedef bits vbits __attribute__((vector_size(vector_bytes)));
+    constexpr std::size_t w = vector_bytes / sizeof(T);
+    vt vlo, vhi;  // broadcast by element: vt{} + lo would turn a -0 bound into +0
+    for (std::size_t k = 0; k < w; ++k) {
+      vlo[k] = lo;
+      vhi[k] = hi;
+    }
+    // NaN lanes are found by their bits and kept: under -ffinite-math-only the
+    // compiler may turn the float comparisons into min/max, which drop NaN.
+    std::size_t i = 0;
+    for (; i + w <= n; i += w) {
+      vt v;
+      std::memcpy(&v, x + i, sizeof v);
+      const vbits nan = (vbits)(((vbits)v & magnitude_mask<T>) > scalar_arch::infinity_bits<T>());
+      const vbits below = (vbits)(v < vlo) & ~nan;
+      const vbits above = (vbits)(v > vhi) & ~nan;
+      const vbits r = ((vbits)v & ~(below | above)) | ((vbits)vlo & below) | ((vbits)vhi & above);
+      std::memcpy(x + i, &r, sizeof r);
+    }
+    scalar_arch::clamp(x + i, n - i, lo, hi);
+  }
+
+ private:
+  template <term K, bool Scaled>
+  static vd add_terms(vd acc, vd v, double scale) noexcept {
+    if constexpr (Scaled) v *= scale;
+    if constexpr (K == term::square) {
+      return Isa::add_square(acc, v);
+    } else {
+      return acc + (vd)((vu64)v & magnitude_mask<double>);
+    }
+  }
+};
+
+}  // namespace gradclip::detail::kernels
+
+#endif  // GRADCLIP_SIMD
+
+#endif  // GRADCLIP_DETAIL_KERNELS_ARCH_VECTOR_HPP

@@ -1,0 +1,351 @@
+// gradclip kernels, stage 1: measure. Segments in, partial norms out: for a group
+// (combined in group order, optionally with a mask of the buffers counted), per
+// segment (measure_each), and per unit of a matrix (measure_units).
+//
+// Summation: a run is cut into blocks of block_size elements; each block is summed
+// in lane_count double lanes (arch/), the lanes are reduced in a fixed tree, block
+// sums are added with Neumaier compensation within a chunk, and chunk sums likewise
+// in chunk order (chunks may run on threads, parallel.hpp). Runs shorter than a
+// block, such as the many small buffers of a group, share one set of lanes
+// (sum_accumulator) so they cost no per-buffer reduction. Every rounding is fixed
+// by the data alone: the same input gives the same bits on every call, for any
+// alignment and any thread count.
+//
+// Range, written once (checked / rescued): float, half and bfloat16 are squared in
+// double, which cannot overflow or underflow for any finite input. For double input
+// (and |x|^p with general p) the fast sum is checked and, only when it may have
+// overflowed or lost precision to underflow, the segment is summed again with every
+// element scaled by a power of two chosen from max |x|. The fast result is handed
+// to the check, never recomputed: a segment that needs rescue is read three times
+// (fast, max |x|, scaled), and a group's fast pass is followed by max |x| and the
+// scaled pass of its range-checked buffers only.
+//
+// Non-finite data shows in the same pass: an infinite or NaN element makes the sum
+// infinite or NaN, and max |x| (by bits) tells which. first_nonfinite, which the
+// error policy uses to name a buffer, is the same max over the bit patterns.
+#ifndef GRADCLIP_DETAIL_KERNELS_MEASURE_HPP
+#define GRADCLIP_DETAIL_KERNELS_MEASURE_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "../element.hpp"
+#include "../float_bits.hpp"
+#include "../view.hpp"
+#include "arch/select.hpp"
+#include "across.hpp"
+#include "parallel.hpp"
+#include "partials.hpp"
+#include "segments.hpp"
+
+namespace gradclip::detail::kernels {
+
+inline constexpr std::size_t stage_size = 512;  // staging buffer for 16-bit and strided data
+inline constexpr std::size_t stream_min_bytes = std::size_t{1} << 20;  // runs read with prefetch_ahead
+
+// The terms of a contiguous run into the lanes: |x * scale| for L1, (x * scale)^2
+// for L2 (scale a power of two) and (|x| / scale)^p for general p. A divisor for
+// general p: the range-safe pass divides by max |x| itself, which may be subnormal
+// (its reciprocal would overflow); dividing by 1 in the fast pass is exact.
+template <class Compute>
+void accumulate_run(double* acc, const Compute* x, std::size_t n, const norm_spec& spec, double scale,
+                    bool stream = false) noexcept {
+  switch (spec.kind) {
+    case norm_kind::l1:
+      scale == 1.0 ? arch::accumulate<term::abs, false>(acc, x, n, 1.0, stream)
+                   : arch::accumulate<term::abs, true>(acc, x, n, scale, stream);
+      break;
+    case norm_kind::l2:
+      scale == 1.0 ? arch::accumulate<term::square, false>(acc, x, n, 1.0, stream)
+                   : arch::accumulate<term::square, true>(acc, x, n, scale, stream);
+      break;
+    default:
+      // No vector pow; the lane layout is kept so the blocking above is shared.
+      for (std::size_t i = 0; i < n; ++i) {
+        acc[i % lane_count] += std::pow(std::fabs(static_cast<double>(x[i])) / scale, spec.p);
+      }
+      break;
+  }
+}
+
+// Copies `count` elements at src (stride `stride`) into a contiguous stage, in
+// pieces of at most stage_size, calling f(stage, n) for each piece. Stages are
+// whole multiples of lane_count, so every element keeps the lane it would have had.
+// Decode (element -> its compute type) or keep the raw elements.
+template <class Stage, class T, class Convert, class F>
+void for_each_staged(const T* src, std::size_t count, std::ptrdiff_t stride, Convert convert, F&& f) noexcept {
+  Stage stage[stage_size];
+  for (std::size_t done = 0; done < count;) {
+    const std::size_t n = std::min(stage_size, count - done);
+    for (std::size_t i = 0; i < n; ++i) stage[i] = convert(src[static_cast<std::ptrdiff_t>(done + i) * stride]);
+    if (!f(static_cast<const Stage*>(stage), n)) return;
+    done += n;
+  }
+}
+
+// Accumulates the terms of `count` elements at `src` (stride `stride`) into the
+// lanes; 16-bit and strided data go through a stage of decoded elements (a
+// function of its own, so the contiguous path does not set up the stage's frame).
+template <class T>
+void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff_t stride, const norm_spec& spec,
+                      double scale, bool stream = false) noexcept {
+  using compute = typename element_traits<T>::compute_type;
+  if constexpr (std::is_same_v<T, compute>) {
+    if (stride == 1) {
+      accumulate_run(acc, src, count, spec, scale, stream);
+      return;
+    }
+  }
+  for_each_staged<compute>(src, count, stride, &element_traits<T>::to_compute, [&](const compute* s, std::size_t n) {
+    accumulate_run(acc, s, n, spec, scale);
+    return true;
+  });
+}
+
+// Sum of the terms of one run: blocks of lanes, compensated across blocks within
+// a chunk and across chunks in order.
+template <class T>
+double run_sum(const T* x, std::size_t n, std::ptrdiff_t stride, const norm_spec& spec, double scale) noexcept {
+  // Larger than a typical L2: most of it comes from farther away.
+  const bool stream = n * sizeof(T) > stream_min_bytes;
+  auto chunk_sum = [&](std::size_t c) {
+    const std::size_t end = std::min(n, (c + 1) * chunk_size);
+    compensated_sum sum;
+    for (std::size_t b = c * chunk_size; b < end; b += block_size) {
+      double acc[lane_count] = {};
+      accumulate_terms(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block_size, end - b), stride, spec,
+                       scale, stream);
+      sum.add(arch::reduce_lanes(acc));
+    }
+    return sum.value();
+  };
+  compensated_sum total;
+  const bool threaded = use_threads(n);
+  for_each_chunk_result(n, threaded, chunk_sum, [&total](double s) { total.add(s); });
+  return total.value();
+}
+
+// max |x| of a run as a double (NaN if any element is NaN), over the bit patterns:
+// exact, so any split into chunks or stages gives the same result.
+template <class T>
+double magnitude_of_bits(bits_of_width<T> b) noexcept {
+  T x;
+  std::memcpy(static_cast<void*>(&x), &b, sizeof x);  // T may be Eigen::half, trivially copyable
+  return to_double(x);
+}
+
+template <class T>
+double run_max_abs(const T* x, std::size_t n, std::ptrdiff_t stride) noexcept {
+  using bits = bits_of_width<T>;
+  bits m = 0;
+  if (stride == 1) {
+    const bool stream = n * sizeof(T) > stream_min_bytes;
+    const auto chunk_max = [&](std::size_t c) {
+      const std::size_t begin = c * chunk_size;
+      return arch::max_magnitude_bits(x + begin, std::min(chunk_size, n - begin), stream);
+    };
+    for_each_chunk_result(n, use_threads(n), chunk_max, [&m](bits b) { m = b > m ? b : m; });
+  } else {
+    for_each_staged<T>(x, n, stride, [](T e) { return e; }, [&m](const T* s, std::size_t k) {
+      const bits b = arch::max_magnitude_bits(s, k);
+      m = b > m ? b : m;
+      return true;
+    });
+  }
+  return magnitude_of_bits<T>(m);
+}
+
+// The larger of two maxima, NaN if either is NaN.
+inline double nan_max(double m, double s) noexcept { return is_nan(m) ? m : (is_nan(s) || s > m ? s : m); }
+
+template <class T>
+double max_abs(const strided_view<const T>& v) noexcept {
+  double m = 0.0;
+  for_each_run(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) { m = nan_max(m, run_max_abs(x, n, stride)); });
+  return m;
+}
+
+// Sums the terms of many views. Runs shorter than a block share one set of lanes,
+// reduced only once a block's worth of elements has gone in; longer ones are
+// summed on their own (run_sum) and added, in order.
+class sum_accumulator {
+ public:
+  template <class T>
+  void add(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
+    for_each_run(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
+      if (n >= block_size) {
+        total_.add(run_sum(x, n, stride, spec, scale));
+        return;
+      }
+      accumulate_terms(lanes_, x, n, stride, spec, scale);
+      pending_ += n;
+      if (pending_ >= block_size) flush();
+    });
+  }
+
+  double finish() noexcept {
+    flush();
+    return total_.value();
+  }
+
+ private:
+  void flush() noexcept {
+    if (pending_ == 0) return;
+    total_.add(arch::reduce_lanes(lanes_));
+    for (double& l : lanes_) l = 0.0;
+    pending_ = 0;
+  }
+
+  double lanes_[lane_count] = {};
+  std::size_t pending_ = 0;
+  compensated_sum total_;
+};
+
+template <class T>
+double view_sum(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
+  sum_accumulator sum;
+  sum.add(v, spec, scale);
+  return sum.finish();
+}
+
+// ---- the range protocol ------------------------------------------------------
+
+// Can a plain sum of terms of T overflow or underflow? Not for float, half and
+// bfloat16 squared or taken absolute in double; yes for double, and for general p.
+template <class T>
+constexpr bool range_checked(const norm_spec& spec) noexcept {
+  return std::is_same_v<typename element_traits<T>::compute_type, double> || spec.kind == norm_kind::lp;
+}
+
+// For a range-checked sum of n terms: could it have overflowed, or lost precision
+// to underflow?
+inline bool needs_rescue(double sum, std::size_t n, const norm_spec& spec) noexcept {
+  if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let max |x| tell which
+  if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
+  // Each term that fell below DBL_MIN was rounded by at most 2^-1075; keep that
+  // below 2^-75 of the sum.
+  return sum < static_cast<double>(n) * 0x1p-1000;
+}
+
+// The range-safe partial of a view, from max |x| and one scaled pass.
+template <class T>
+norm_partial rescued(const strided_view<const T>& v, const norm_spec& spec) noexcept {
+  const double m = max_abs(v);
+  if (!is_finite(m)) return {1.0, m};  // NaN or inf input (an overflow would have a finite max)
+  if (m == 0.0) return {};
+  // General p: terms (|x| / max |x|)^p, the largest exactly 1, so the sum lies in
+  // [1, n] for any p, however large, and any max |x|, subnormal included. Each
+  // term's quotient is rounded once: a relative error of p * 2^-53 in the term,
+  // 2^-53 again in the norm once the p-th root is taken.
+  if (spec.kind == norm_kind::lp) return {m, view_sum(v, spec, m)};
+  // L1, L2: scale by 2^-e with max |x| * 2^-e in [0.5, 1), exactly (a power of
+  // two, so every term is the fast pass's term times 2^-pe, rounded the same);
+  // e is clamped so 2^-e stays finite.
+  const int e = std::clamp(std::ilogb(m) + 1, -1021, 1023);
+  return {std::ldexp(1.0, e), view_sum(v, spec, std::ldexp(1.0, -e))};
+}
+
+// The partial of a view whose fast sum is known.
+template <class T>
+norm_partial checked(const strided_view<const T>& v, const norm_spec& spec, double fast) noexcept {
+  if (!range_checked<T>(spec) || !needs_rescue(fast, v.size(), spec)) return {1.0, fast};
+  return rescued(v, spec);
+}
+
+// ---- the stage ----------------------------------------------------------------
+
+template <class T>
+norm_partial measure_view(const strided_view<const T>& v, const norm_spec& spec) noexcept {
+  if (v.size() == 0) return {};
+  if (spec.kind == norm_kind::linf) return {1.0, max_abs(v)};
+  return checked(v, spec, view_sum(v, spec, 1.0));
+}
+
+struct count_all {
+  constexpr bool operator()(std::size_t) const noexcept { return true; }
+};
+
+// The partial of a whole group (or of the buffers i with counted(i)). One fast
+// pass sums every buffer into shared lanes; only when a range-checked buffer is
+// present and the sum says it may have left double's range are the buffers
+// measured one by one, the range-checked ones rescued.
+template <class G, class Counted = count_all>
+norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}) noexcept {
+  norm_accumulator acc(spec);
+  if (spec.kind == norm_kind::linf) {
+    for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
+      if (counted(i)) acc.add({1.0, max_abs(to_const(v))});
+    });
+    return acc.partial();
+  }
+  sum_accumulator fast;
+  std::size_t count = 0;
+  bool any_checked = false;
+  for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
+    if (!counted(i)) return;
+    using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
+    any_checked = any_checked || range_checked<T>(spec);
+    count += v.size();
+    fast.add(to_const(v), spec, 1.0);
+  });
+  const double sum = fast.finish();
+  if (!any_checked || !needs_rescue(sum, count, spec)) return {1.0, sum};
+  for_each_buffer(g, [&](std::size_t i, const auto& v) {
+    if (!counted(i) || v.size() == 0) return;
+    using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
+    acc.add(range_checked<T>(spec) ? rescued(to_const(v), spec) : norm_partial{1.0, view_sum(to_const(v), spec, 1.0)});
+  });
+  return acc.partial();
+}
+
+// Every buffer's own partial, in group order: f(index, partial) for each; returns
+// them combined (in that order).
+template <class G, class F>
+norm_partial measure_each(G&& g, const norm_spec& spec, F&& f) {
+  norm_accumulator acc(spec);
+  for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
+    const norm_partial part = measure_view(to_const(v), spec);
+    f(i, part);
+    acc.add(part);
+  });
+  return acc.partial();
+}
+
+// The partials of units [first, first + n) of a layout, n <= across_tile: swept
+// across the storage order when the units lie across it, else one unit at a time.
+template <class P>
+void measure_units(const unit_layout<P>& l, std::size_t first, std::size_t n, const norm_spec& spec,
+                   norm_partial* out) noexcept {
+  using T = std::remove_const_t<P>;
+  if (!l.across()) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = measure_view(to_const(l[first + i]), spec);
+    return;
+  }
+  double sums[across_tile];
+  const T* base = l.unit(first);
+  across_measure(base, n, l.unit_stride, l.length, l.element_stride, spec, sums);
+  for (std::size_t u = 0; u < n; ++u) {
+    const strided_view<const T> unit = to_const(l[first + u]);
+    out[u] = spec.kind == norm_kind::linf ? norm_partial{1.0, sums[u]} : checked(unit, spec, sums[u]);
+  }
+}
+
+// Index of the first buffer holding a NaN or an infinity, or npos.
+inline constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+template <class G>
+std::size_t first_nonfinite(G&& g) noexcept {
+  std::size_t found = npos;
+  for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
+    if (found == npos && !is_finite(max_abs(to_const(v)))) found = i;
+  });
+  return found;
+}
+
+}  // namespace gradclip::detail::kernels
+
+#endif  // GRADCLIP_DETAIL_KERNELS_MEASURE_HPP
