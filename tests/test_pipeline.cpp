@@ -150,28 +150,39 @@ TEMPLATE_TEST_CASE("every write by a coefficient is the correctly rounded x * c"
   }
 }
 
-// A unit with one non-zero element x has norm |x| exactly, so its coefficient is
-// max_norm / |x| rounded once in double: the reference can recompute it.
+// A unit with two non-zero elements a, b has norm sqrt(a * a + b * b) rounded as
+// every path computes it (each square and the one sum rounded once in double,
+// zeros adding nothing), so its coefficient max_norm / norm can be recomputed.
 TEMPLATE_TEST_CASE("unit-wise writes (along and across the storage order) are rounded once", "[pipeline][rounding]",
                    float, double, Eigen::half, Eigen::bfloat16) {
   using T = TestType;
   using Col = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
   using Row = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::Index rows = 300, cols = 7;
-  const std::vector<T> v = moderate_values<T>(static_cast<std::size_t>(rows), 5);
+  const Eigen::Index rows = 3000, cols = 7;
+  const std::vector<T> v = moderate_values<T>(2 * static_cast<std::size_t>(rows), 5);
   std::mt19937_64 rng(3);
   Col m = Col::Zero(rows, cols);
-  for (Eigen::Index r = 0; r < rows; ++r) m(r, static_cast<Eigen::Index>(rng() % cols)) = v[static_cast<std::size_t>(r)];
+  std::vector<double> row_norm(static_cast<std::size_t>(rows));
+  for (Eigen::Index r = 0; r < rows; ++r) {
+    const auto i = static_cast<Eigen::Index>(rng() % cols);
+    const auto j = (i + 1 + static_cast<Eigen::Index>(rng() % (cols - 1))) % cols;
+    const T a = v[2 * static_cast<std::size_t>(r)], b = v[2 * static_cast<std::size_t>(r) + 1];
+    m(r, std::min(i, j)) = a;
+    m(r, std::max(i, j)) = b;
+    const double da = static_cast<double>(ref::value(a)), db = static_cast<double>(ref::value(b));
+    row_norm[static_cast<std::size_t>(r)] = std::sqrt(da * da + db * db);
+  }
   const double max_norm = 0.3;
-  auto expected = [&](T x) {
-    if (!(std::fabs(ref::value(x)) > max_norm)) return x;
-    const double c = max_norm / static_cast<double>(std::fabs(ref::value(x)));
+  auto expected = [&](Eigen::Index r, T x) {
+    const double norm = row_norm[static_cast<std::size_t>(r)];
+    if (!(norm > max_norm)) return x;
+    const double c = max_norm / norm;
     const quad a = std::is_same_v<T, float> ? static_cast<quad>(static_cast<float>(c)) : static_cast<quad>(c);
     return nearest_exact<T>(exact(x) * a);
   };
   auto check = [&](const auto& got) {
     for (Eigen::Index r = 0; r < rows; ++r) {
-      for (Eigen::Index k = 0; k < cols; ++k) REQUIRE(bits(got(r, k)) == bits(expected(m(r, k))));
+      for (Eigen::Index k = 0; k < cols; ++k) REQUIRE(bits(got(r, k)) == bits(expected(r, m(r, k))));
     }
   };
   SECTION("across: the rows of a column-major matrix") {
