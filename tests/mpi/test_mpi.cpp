@@ -493,6 +493,36 @@ TEST_CASE("extreme magnitudes on different ranks need the scaled partials", "[mp
   }
 }
 
+// The clip bound with a coefficient below DBL_MIN (double) and FLT_MIN (float):
+// every rank's shard ends with the whole model's norm at max_norm (eps = 0).
+TEMPLATE_TEST_CASE("the clip bound holds across ranks below DBL_MIN and FLT_MIN", "[mpi][range]", float, double) {
+  using T = TestType;
+  const place me = where(MPI_COMM_WORLD);
+  INFO(describe(MPI_COMM_WORLD));
+  const bool is_double = std::is_same_v<T, double>;
+  const double big = is_double ? 1e300 : 1e35, max_norm = is_double ? 1e-20 : 1e-10;
+  model_t<T> before;
+  for (std::size_t i = 0; i < 5; ++i) before.push_back(ref::random_values<T>(40 + 10 * i, 90 + i, big));
+  const auto pieces = whole_buffers(before, me.size);
+  model_t<T> got = before;
+  const gradclip::clip_options options{2.0, 0.0, gradclip::nonfinite::propagate};
+  const auto r = gradclip::mpi::clip_by_global_norm(shard_of(got, pieces, me.rank), max_norm, MPI_COMM_WORLD, options);
+  CHECK(r.clipped);
+  CHECK(r.scale < (is_double ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min()));
+  // Every rank scaled its own buffers; the whole model's norm, from each rank's share.
+  long double mine = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (static_cast<int>(i % static_cast<std::size_t>(me.size)) != me.rank) continue;
+    for (T e : got[i]) mine += ref::value(e) * ref::value(e);
+  }
+  double share = static_cast<double>(mine), total = 0.0;
+  MPI_Allreduce(&share, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  const double after = std::sqrt(total);
+  const double tol = is_double ? 1e-12 : 0x1p-22;
+  CHECK(after <= max_norm * (1 + tol));
+  CHECK(after >= max_norm * (1 - 1e-6));
+}
+
 TEST_CASE("bad or disagreeing arguments throw std::invalid_argument on every rank", "[mpi][errors]") {
   const place me = where(MPI_COMM_WORLD);
   INFO(describe(MPI_COMM_WORLD));
@@ -522,6 +552,10 @@ TEST_CASE("bad or disagreeing arguments throw std::invalid_argument on every ran
   CHECK(all_throw([&] { gm::clip_by_global_norm(group, 1.0, MPI_COMM_WORLD, clip_options{0.0, 1e-6, prop}); }));
   CHECK(all_throw([&] { gm::clip_by_global_norm(group, 1.0, MPI_COMM_WORLD, clip_options{2.0, -1.0, prop}); }));
   CHECK(all_throw([&] { gm::global_norm(group, MPI_COMM_WORLD, -2.0); }));
+  // An unknown policy is refused by the options core on every rank.
+  CHECK(all_throw([&] {
+    gm::clip_by_global_norm(group, 1.0, MPI_COMM_WORLD, clip_options{2.0, 1e-6, static_cast<gradclip::nonfinite>(7)});
+  }));
   CHECK(all_throw([&] { gm::global_norm(group, MPI_COMM_WORLD, ref::nan); }));
   // A bad argument on one rank only.
   CHECK(all_throw([&] { gm::clip_by_global_norm(group, me.rank == last ? -1.0 : 1.0, MPI_COMM_WORLD); }));

@@ -384,6 +384,21 @@ TEST_CASE("clip_grad_norm_: gradclip's norm stays finite where libtorch's float 
   CHECK(theirs[0].grad().abs().max().item<float>() == 0.0f);
 }
 
+TEST_CASE("clip_grad_norm_: the clip bound holds with a coefficient below FLT_MIN and DBL_MIN",
+          "[torch][norm][range]") {
+  std::mt19937_64 rng(10);
+  for (auto dtype : {at::kFloat, at::kDouble}) {
+    const bool is_double = dtype == at::kDouble;
+    auto p = make_param({500}, dtype, rng, is_double ? 1e300 : 1e35);
+    const double max_norm = is_double ? 1e-20 : 1e-10;  // coefficient ~1e-322 / ~1e-46
+    gradclip::torch::clip_grad_norm_(p, max_norm);
+    const long double after = ref::norm(grad_values({p}), 2.0);
+    // eps = 1e-6 is negligible against these norms: the norm lands on max_norm.
+    CHECK(after <= static_cast<long double>(max_norm) * (1 + (is_double ? 1e-12 : 0x1p-22)));
+    CHECK(after >= static_cast<long double>(max_norm) * (1 - 1e-6));
+  }
+}
+
 TEST_CASE("clip_grad_norm_: the infinity norm skips empty gradients, where libtorch 1.13 raises",
           "[torch][norm]") {
   std::mt19937_64 rng(12);

@@ -113,13 +113,11 @@ struct element_traits<Eigen::half> : sixteen_bit_traits<Eigen::half, 0x7c00u> {
     const std::uint32_t r = magnitude < 0x0400u ? bits_of(subnormal) : body;
     return float_from_bits(r | sign);
   }
-  static Eigen::half from_compute(float f) noexcept { return Eigen::half(f); }
 };
 
 template <>
 struct element_traits<Eigen::bfloat16> : sixteen_bit_traits<Eigen::bfloat16, 0x7f80u> {
   static float to_compute(Eigen::bfloat16 b) noexcept { return float_from_bits(static_cast<std::uint32_t>(bits(b)) << 16); }
-  static Eigen::bfloat16 from_compute(float f) noexcept { return Eigen::bfloat16(f); }
 };
 
 inline float round_to_odd_float(double v) noexcept {
@@ -157,7 +155,9 @@ T times(T x, double c) noexcept {
   if constexpr (std::is_same_v<T, double>) {
     return hi;
   } else {
-    return round_once<T>(hi, std::fma(xd, c, -hi));  // the product's exact error (no underflow: see apply)
+    // The product's exact error: exact unless the product is below ~2^-969, where every float
+    // or 16-bit result rounds to 0 anyway.
+    return round_once<T>(hi, std::fma(xd, c, -hi));
   }
 }
 

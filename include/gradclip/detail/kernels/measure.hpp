@@ -72,17 +72,17 @@ void accumulate_run(double* acc, const Compute* x, std::size_t n, const norm_spe
   }
 }
 
-// Copies `count` elements at src (stride `stride`) into a contiguous stage, in
-// pieces of at most stage_size, calling f(stage, n) for each piece. Stages are
-// whole multiples of lane_count, so every element keeps the lane it would have had.
-// Decode (element -> its compute type) or keep the raw elements.
+// Copies `count` elements at src (stride `stride`), each through convert (decoded
+// to the compute type, or kept raw), into a contiguous stage in pieces of at most
+// stage_size, calling f(stage, n) for each piece. Stages are whole multiples of
+// lane_count, so every element keeps the lane it would have had.
 template <class Stage, class T, class Convert, class F>
 void for_each_staged(const T* src, std::size_t count, std::ptrdiff_t stride, Convert convert, F&& f) noexcept {
   Stage stage[stage_size];
   for (std::size_t done = 0; done < count;) {
     const std::size_t n = std::min(stage_size, count - done);
     for (std::size_t i = 0; i < n; ++i) stage[i] = convert(src[static_cast<std::ptrdiff_t>(done + i) * stride]);
-    if (!f(static_cast<const Stage*>(stage), n)) return;
+    f(static_cast<const Stage*>(stage), n);
     done += n;
   }
 }
@@ -100,9 +100,9 @@ void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff
       return;
     }
   }
-  for_each_staged<compute>(src, count, stride, &element_traits<T>::to_compute, [&](const compute* s, std::size_t n) {
+  const auto decode = [](const T& e) { return element_traits<T>::to_compute(e); };
+  for_each_staged<compute>(src, count, stride, decode, [&](const compute* s, std::size_t n) {
     accumulate_run(acc, s, n, spec, scale);
-    return true;
   });
 }
 
@@ -153,7 +153,6 @@ double run_max_abs(const T* x, std::size_t n, std::ptrdiff_t stride) noexcept {
     for_each_staged<T>(x, n, stride, [](T e) { return e; }, [&m](const T* s, std::size_t k) {
       const bits b = arch::max_magnitude_bits(s, k);
       m = b > m ? b : m;
-      return true;
     });
   }
   return magnitude_of_bits<T>(m);
