@@ -64,9 +64,13 @@ struct element_traits<float> {
   static bool is_finite(float x) noexcept { return (bits_of(x) & 0x7fffffffu) < 0x7f800000u; }
   static float next_up(float x) noexcept { return std::nextafter(x, std::numeric_limits<float>::infinity()); }
   static float next_down(float x) noexcept { return std::nextafter(x, -std::numeric_limits<float>::infinity()); }
-  // Out-of-range doubles go to +-inf or +-FLT_MAX explicitly (a plain conversion is
-  // undefined there); 0x1.ffffffp127 is the midpoint between FLT_MAX and 2^128.
+  // Out-of-range finite doubles go to +-inf or +-FLT_MAX explicitly (a plain
+  // conversion is undefined there); 0x1.ffffffp127 is the midpoint between FLT_MAX
+  // and 2^128.
   static float nearest(double v) noexcept {
+    // NaN and inf by their bits first: under -ffinite-math-only the comparisons
+    // below may take a NaN for a large value and return inf.
+    if (!detail::is_finite(v)) return static_cast<float>(v);
     constexpr float inf = std::numeric_limits<float>::infinity();
     constexpr float max = std::numeric_limits<float>::max();
     if (v > static_cast<double>(max)) return v >= 0x1.ffffffp127 ? inf : max;

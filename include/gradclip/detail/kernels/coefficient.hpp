@@ -67,7 +67,7 @@ class element_scaler {
   element_scaler() noexcept = default;  // multiplies by 1
   explicit element_scaler(const coefficient& k) noexcept : k_(k) {
     if constexpr (std::is_same_v<T, float>) {
-      narrow_ = k.value() >= min_float_coefficient;
+      narrow_ = !is_nan(k.value()) && k.value() >= min_float_coefficient;  // NaN by bits (fast-math)
       cf_ = element_traits<float>::nearest(k.value());
     }
   }
