@@ -71,15 +71,13 @@ inline void prefetch_ahead(const T* x, std::size_t count) noexcept {
 }
 
 #if GRADCLIP_SIMD
-// The GNU vector types at the target's width, shared by every vector ISA file.
+// The GNU vector types at the target's width that every vector ISA file uses (the
+// element operations declare the others they need from their element type).
 inline constexpr std::size_t dwidth = vector_bytes / 8;  // doubles per vector
 inline constexpr std::size_t accumulators = lane_count / dwidth;
 
 typedef double vd __attribute__((vector_size(vector_bytes)));
 typedef std::uint64_t vu64 __attribute__((vector_size(vector_bytes)));
-typedef float vf __attribute__((vector_size(vector_bytes)));
-typedef std::uint32_t vu32 __attribute__((vector_size(vector_bytes)));
-typedef std::uint16_t vu16 __attribute__((vector_size(vector_bytes)));
 #endif
 
 }  // namespace gradclip::detail::kernels
