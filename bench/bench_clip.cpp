@@ -52,12 +52,18 @@ GRADCLIP_BENCH_NOINLINE void scale_loop(T* x, std::size_t n, T c) {
   for (std::size_t i = 0; i < n; ++i) x[i] *= c;
 }
 
+// 16-bit data is read as 16-bit integers: the same bytes, summed at the vector width.
+template <class T>
+using read_type = std::conditional_t<sizeof(T) == 2, std::uint16_t, T>;
+
 // Both split into one contiguous part per thread when threads > 1.
 template <class T>
-T read_roofline(const T* x, std::size_t n, int threads) {
+read_type<T> read_roofline(const T* data, std::size_t n, int threads) {
+  using R = read_type<T>;
+  const R* x = reinterpret_cast<const R*>(data);
 #if defined(_OPENMP)
   if (threads > 1) {
-    T total = 0;
+    R total = 0;
 #pragma omp parallel for reduction(+ : total) num_threads(threads) schedule(static)
     for (int t = 0; t < threads; ++t) {
       const std::size_t lo = n * static_cast<std::size_t>(t) / static_cast<std::size_t>(threads);
@@ -142,7 +148,7 @@ void BM_read_roofline(benchmark::State& state) {
   single<T> s;
   if (!s.init(state)) return;
   for (auto _ : state) {
-    T r = read_roofline(s.v().data(), s.n, s.threads);
+    auto r = read_roofline(s.v().data(), s.n, s.threads);
     benchmark::DoNotOptimize(r);
   }
   s.done(state);
@@ -176,6 +182,17 @@ void BM_norm(benchmark::State& state) {
 template <class T>
 void BM_norm_l2(benchmark::State& state) {
   BM_norm<T, 2>(state);
+}
+// norm_accuracy::exact: every term in double lanes.
+template <class T>
+void BM_norm_l2_exact(benchmark::State& state) {
+  single<T> s;
+  if (!s.init(state)) return;
+  for (auto _ : state) {
+    double r = gradclip::norm(s.v(), 2.0, gradclip::norm_accuracy::exact);
+    benchmark::DoNotOptimize(r);
+  }
+  s.done(state);
 }
 template <class T>
 void BM_norm_l1(benchmark::State& state) {
@@ -490,6 +507,14 @@ void group_args_1t(benchmark::internal::Benchmark* b) {
   b->ArgNames({"buffers", "size", "omp"})->UseRealTime()->Args({10000, 100, 1});
 }
 
+// half and bfloat16: 1 thread, up to 1e7.
+void sixteen_bit_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "omp"})->UseRealTime();
+  for (std::int64_t n : {1000, 100000, 10000000}) {
+    if (n <= max_elements()) b->Args({n, 1});
+  }
+}
+
 // 16 buffers of 1 Mi elements: a model's large weight gradients.
 void guard_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"buffers", "size", "omp"})->UseRealTime()->Args({16, 1048576, 1});
@@ -531,6 +556,21 @@ GRADCLIP_BENCH_BOTH(BM_eigen_squaredNorm_scale, single_args_1t);
 GRADCLIP_BENCH_BOTH(BM_eigen_norm, single_args_1t);
 GRADCLIP_BENCH_BOTH(BM_eigen_stableNorm, single_args_1t_small);
 GRADCLIP_BENCH_BOTH(BM_eigen_blueNorm, single_args_1t_small);
+
+BENCHMARK_TEMPLATE(BM_norm_l2_exact, float)->Apply(single_args_1t);
+
+#define GRADCLIP_BENCH_16(fn)                                                \
+  BENCHMARK_TEMPLATE(fn, Eigen::half)->Name(#fn "<half>")->Apply(sixteen_bit_args); \
+  BENCHMARK_TEMPLATE(fn, Eigen::bfloat16)->Name(#fn "<bfloat16>")->Apply(sixteen_bit_args)
+
+GRADCLIP_BENCH_16(BM_read_roofline);
+GRADCLIP_BENCH_16(BM_norm_l2);
+GRADCLIP_BENCH_16(BM_norm_l2_exact);
+GRADCLIP_BENCH_16(BM_norm_l1);
+GRADCLIP_BENCH_16(BM_norm_linf);
+GRADCLIP_BENCH_16(BM_clip_by_value);
+GRADCLIP_BENCH_16(BM_clip_global);
+GRADCLIP_BENCH_16(BM_clip_global_noclip);
 
 GRADCLIP_BENCH_BOTH(BM_group_global_norm, group_args);
 GRADCLIP_BENCH_BOTH(BM_group_clip_global, group_args);

@@ -20,6 +20,9 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <typeindex>
+#include <typeinfo>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -65,8 +68,9 @@ struct arena : arena_base {
 // filled again when a later row needs it (outside the timed loop).
 inline constexpr std::size_t arena_budget_bytes = std::size_t{1536} << 20;
 
-inline std::map<std::pair<std::size_t, std::size_t>, std::unique_ptr<arena_base>>& arenas() {
-  static std::map<std::pair<std::size_t, std::size_t>, std::unique_ptr<arena_base>> all;
+// Keyed by element type and count (half and bfloat16 have the same size).
+inline std::map<std::pair<std::type_index, std::size_t>, std::unique_ptr<arena_base>>& arenas() {
+  static std::map<std::pair<std::type_index, std::size_t>, std::unique_ptr<arena_base>> all;
   return all;
 }
 
@@ -78,7 +82,7 @@ inline std::uint64_t next_use() {
 template <class T>
 arena<T>& get_arena(std::size_t n) {
   auto& all = arenas();
-  const auto key = std::make_pair(sizeof(T), n);
+  const auto key = std::make_pair(std::type_index(typeid(T)), n);
   auto it = all.find(key);
   if (it != all.end()) {
     it->second->last_use = next_use();
@@ -99,7 +103,7 @@ arena<T>& get_arena(std::size_t n) {
   a->bytes = bytes;
   a->last_use = next_use();
   a->data.resize(static_cast<Eigen::Index>(n));
-  fill_uniform(a->data.data(), n, n * 2 + sizeof(T));
+  fill_uniform(a->data.data(), n, n * 2 + sizeof(T) + (std::is_same_v<T, Eigen::bfloat16> ? 1 : 0));
   a->initial_norm = gradclip::norm(a->data);
   auto& ref = *a;
   all.emplace(key, std::move(a));
@@ -120,7 +124,7 @@ void restore_magnitude(arena<T>& a) {
   const int k = static_cast<int>(std::floor(std::log2(a.initial_norm / now)));
   const T f = static_cast<T>(std::ldexp(1.0, k));
   T* x = a.data.data();
-  for (Eigen::Index i = 0; i < a.data.size(); ++i) x[i] *= f;
+  for (Eigen::Index i = 0; i < a.data.size(); ++i) x[i] = static_cast<T>(x[i] * f);
 }
 
 // Views of `count` consecutive buffers of `size` elements over one arena.

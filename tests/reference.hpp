@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <Eigen/Core>
+#include <gradclip/options.hpp>
 
 namespace ref {
 
@@ -74,6 +75,18 @@ std::vector<long double> values(const T* x, std::size_t n) {
   std::vector<long double> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = value(x[i]);
   return v;
+}
+
+// The library's bound on the relative error of a norm of T data (gradclip/options.hpp):
+// the L2 and L1 norms of float, half and bfloat16 at the default accuracy are summed
+// in float lanes of at most 16 terms (gamma_16 / 2 = 4.8e-7 for L2, 15 * 2^-24 for
+// L1); everything else in double lanes (1e-14; 1e-13 for other p, pow's rounding).
+template <class T>
+double norm_bound(double p, gradclip::norm_accuracy accuracy = gradclip::norm_accuracy::fast) {
+  const bool float_lanes = !std::is_same_v<T, double> && accuracy == gradclip::norm_accuracy::fast;
+  if (float_lanes && p == 2.0) return 4.8e-7;
+  if (float_lanes && p == 1.0) return 9e-7;
+  return (p == 1.0 || p == 2.0) ? 1e-14 : 1e-13;
 }
 
 inline double rel_err(double got, long double want) {

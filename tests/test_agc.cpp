@@ -177,6 +177,7 @@ void run_training(axis along, double clipping, double eps, bool mask_head, int s
   auto params = m.params();
   auto grads = m.grads();
   gradclip::agc_options options;
+  options.accuracy = gradclip::norm_accuracy::exact;  // the reference's unit norms, to double accuracy
   options.units = along;
   if (mask_head) {
     options.mask.assign(model<Tp, Tg>::size, true);

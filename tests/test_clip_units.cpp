@@ -94,7 +94,10 @@ std::size_t check_step(M&& m, axis along, double max_norm, double p, double eps,
   const auto before = units_of(m, along);
   std::vector<long double> sum_before;
   if (sum) sum_before = ref::values(sum->data(), static_cast<std::size_t>(sum->size()));
-  const gradclip::unit_clip_options options{along, p, eps, gradclip::nonfinite::propagate};
+  // The exact sums: this checks every element's one rounding against the reference
+  // coefficient (the default accuracy's unit norms: test_norm.cpp, the fuzz targets).
+  gradclip::unit_clip_options options{along, p, eps, gradclip::nonfinite::propagate};
+  options.accuracy = gradclip::norm_accuracy::exact;
   const auto r = sum ? gradclip::clip_units_and_accumulate(m, max_norm, *sum, options)
                      : gradclip::clip_units_by_norm(m, max_norm, options);
   const auto after = units_of(m, along);

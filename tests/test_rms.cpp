@@ -121,14 +121,14 @@ void run_sequence(double threshold, int steps, std::uint64_t seed) {
             const ref_block want = reference_block(before[i], threshold);
             const auto& r = results[i];
             INFO("block " << i << " of " << before[i].size());
-            CHECK(ref::rel_err(r.clip.total_norm, want.norm) <= 1e-13);
-            CHECK(ref::rel_err(r.rms, want.rms) <= 1e-13);
+            CHECK(ref::rel_err(r.clip.total_norm, want.norm) <= ref::norm_bound<T>(2.0));
+            CHECK(ref::rel_err(r.rms, want.rms) <= ref::norm_bound<T>(2.0));
             if (!before[i].empty()) ++nonempty_total;
             if (!want.ambiguous) {
               CHECK(r.clip.clipped == want.clipped);
               if (want.clipped) {
                 ++clipped_total;
-                CHECK(ref::rel_err(r.clip.scale, 1 / want.denominator) <= 1e-13);
+                CHECK(ref::rel_err(r.clip.scale, 1 / want.denominator) <= ref::norm_bound<T>(2.0));
                 double worst = 0;
                 for (std::size_t k = 0; k < after.size(); ++k) {
                   worst = std::max(worst, ulp_distance(ref::from_double<T>(static_cast<double>(after[k])),

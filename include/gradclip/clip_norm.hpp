@@ -54,7 +54,7 @@ clip_result clip_by_global_norm(Group&& group, double max_norm, const clip_optio
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_clip_options(max_norm, options);
-  const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options.norm_type));
+  const double total = detail::total_norm(group, detail::spec_of(options));
   return detail::clip_given_norm(group, max_norm, total, options);
 }
 
@@ -89,7 +89,7 @@ clip_result clip_coefficient(const Group& group, double max_norm, const clip_opt
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::clip_coefficient: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_clip_options(max_norm, options);
-  const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options.norm_type));
+  const double total = detail::total_norm(group, detail::spec_of(options));
   const detail::kernels::decision d = detail::decide_clip(group, max_norm, total, options);
   return {total, d.reported(), d.scales()};
 }
@@ -122,7 +122,7 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
   for (double m : limits) detail::check_max_norm(m);
   detail::check_options(options);
 
-  const auto spec = detail::kernels::norm_spec::from(options.norm_type);
+  const auto spec = detail::spec_of(options);
   std::vector<clip_result> results(count);
   if (options.on_nonfinite == nonfinite::error) {
     std::vector<detail::kernels::decision> decisions(count);

@@ -100,7 +100,7 @@ unscale_result unscale_and_clip(Group&& group, double loss_scale, double max_nor
   detail::check_loss_scale(loss_scale);
   detail::check_clip_options(max_norm, options);
 
-  const auto spec = detail::kernels::norm_spec::from(options.norm_type);
+  const auto spec = detail::spec_of(options);
   unscale_result r;
   const detail::kernels::norm_partial part = detail::kernels::measure(group, spec);
   r.found_inf = !detail::is_finite(part.sum);

@@ -228,7 +228,8 @@ norm_partial shard_partial(const Group& group, const std::vector<bool>* replicat
 // global norm.
 template <class Group>
 double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_Comm comm, double norm_type,
-                   double max_norm, double eps, double policy, void (*validate)(double, double, double, double)) {
+                   norm_accuracy accuracy, double max_norm, double eps, double policy,
+                   void (*validate)(double, double, double, double)) {
   require_mpi_running(comm);
   int rank = 0;
   check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
@@ -236,6 +237,7 @@ double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_
   std::string local_error;
   try {
     validate(norm_type, max_norm, eps, policy);
+    check_accuracy(accuracy);  // a rank's own: each rank's partial is valid in either
     if (replicated != nullptr) check_mask(replicated->size(), buffer_count(group));
   } catch (const std::invalid_argument& e) {
     local_error = e.what();
@@ -243,7 +245,7 @@ double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_
 
   message m{1.0, 0.0, norm_type, max_norm, eps, policy, status_ok};
   if (local_error.empty()) {
-    const norm_partial part = shard_partial(group, replicated, rank, kernels::norm_spec::from(norm_type));
+    const norm_partial part = shard_partial(group, replicated, rank, spec_of(norm_type, accuracy));
     m.scale = part.scale;
     m.sum = part.sum;
   } else {
@@ -280,8 +282,8 @@ inline double policy_code(nonfinite policy) noexcept { return static_cast<double
 template <class Group>
 clip_result clip(Group&& group, const std::vector<bool>* replicated, double max_norm, MPI_Comm comm,
                  const clip_options& options) {
-  const double total = reduce_norm(group, replicated, comm, options.norm_type, max_norm, options.eps,
-                                   policy_code(options.on_nonfinite), &validate_clip);
+  const double total = reduce_norm(group, replicated, comm, options.norm_type, options.accuracy, max_norm,
+                                   options.eps, policy_code(options.on_nonfinite), &validate_clip);
   // Every rank holds the same total, so every rank takes the same decision here.
   return gradclip::clip_with_norm(group, max_norm, total, options);
 }
@@ -294,20 +296,23 @@ namespace gradclip::mpi {
 // Collective over comm. Throws std::invalid_argument on every rank if norm_type is
 // not > 0 on some rank or differs between ranks.
 template <class Group>
-double global_norm(const Group& group, MPI_Comm comm, double norm_type = 2.0) {
+double global_norm(const Group& group, MPI_Comm comm, double norm_type = 2.0,
+                   norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  return detail::mpi::reduce_norm(group, nullptr, comm, norm_type, 0.0, 0.0, -1.0, &detail::mpi::validate_norm_type);
+  return detail::mpi::reduce_norm(group, nullptr, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
+                                  &detail::mpi::validate_norm_type);
 }
 
 // The same, counting the buffers flagged in `replicated` (one flag per buffer of
 // this rank's group) on rank 0 only. Throws std::invalid_argument on every rank if
 // some rank's mask does not have one flag per buffer.
 template <class Group>
-double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type = 2.0) {
+double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type = 2.0,
+                   norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  return detail::mpi::reduce_norm(group, &replicated, comm, norm_type, 0.0, 0.0, -1.0,
+  return detail::mpi::reduce_norm(group, &replicated, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
                                   &detail::mpi::validate_norm_type);
 }
 

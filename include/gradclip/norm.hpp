@@ -1,9 +1,13 @@
 // gradclip: norms of a buffer and of a group.
 //
 // norm_type is any p > 0 (1, 2, 3.5, ...) or std::numeric_limits<double>::infinity()
-// for max |x|. Results are double whatever the element type: sums are accumulated
-// in double lanes with compensation across blocks, and an automatic rescaled pass
-// keeps them free of overflow and underflow for any finite input. A NaN anywhere
+// for max |x|. Results are double whatever the element type. Double data (and any
+// p other than 1, 2 and infinity) is summed in double lanes with compensation
+// across blocks: relative error <= 1e-13. The L1 and L2 norms of float, half and
+// bfloat16 data are summed in float lanes flushed into double ones every 16 terms
+// per lane: <= 1e-6 for any input, about 1e-9 on random data (norm_accuracy::exact:
+// double lanes, <= 1e-14). A check of the result and an automatic second pass keep
+// every norm free of overflow and underflow for any finite input. A NaN anywhere
 // gives NaN; otherwise an infinity gives inf (PyTorch's results).
 #ifndef GRADCLIP_NORM_HPP
 #define GRADCLIP_NORM_HPP
@@ -11,6 +15,7 @@
 #include "buffer.hpp"
 #include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
+#include "options.hpp"
 
 namespace gradclip {
 
@@ -25,20 +30,22 @@ double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
 }  // namespace detail
 
 // The norm of all buffers of a group taken as one vector. An empty group has norm 0.
+// accuracy: how float, half and bfloat16 data are summed (gradclip/options.hpp).
 // Throws std::invalid_argument if norm_type is not > 0.
 template <class Group>
-double global_norm(const Group& group, double norm_type = 2.0) {
+double global_norm(const Group& group, double norm_type = 2.0, norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_norm_type(norm_type);
-  return detail::total_norm(group, detail::kernels::norm_spec::from(norm_type));
+  detail::check_accuracy(accuracy);
+  return detail::total_norm(group, detail::spec_of(norm_type, accuracy));
 }
 
 // The norm of one buffer. Throws std::invalid_argument if norm_type is not > 0.
 template <class Buffer>
-double norm(const Buffer& x, double norm_type = 2.0) {
+double norm(const Buffer& x, double norm_type = 2.0, norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_buffer_v<Buffer>, "gradclip::norm takes one buffer; use gradclip::global_norm for a group");
-  return global_norm(x, norm_type);
+  return global_norm(x, norm_type, accuracy);
 }
 
 // ---- partial norms: for norms of data spread over processes -------------------
@@ -53,11 +60,12 @@ double norm(const Buffer& x, double norm_type = 2.0) {
 using norm_partial = detail::kernels::norm_partial;
 
 template <class Group>
-norm_partial partial_norm(const Group& group, double norm_type = 2.0) {
+norm_partial partial_norm(const Group& group, double norm_type = 2.0, norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::partial_norm: not a group of buffers (see gradclip/buffer.hpp)");
   detail::check_norm_type(norm_type);
-  return detail::kernels::measure(group, detail::kernels::norm_spec::from(norm_type));
+  detail::check_accuracy(accuracy);
+  return detail::kernels::measure(group, detail::spec_of(norm_type, accuracy));
 }
 
 inline norm_partial combine_partials(const norm_partial& a, const norm_partial& b, double norm_type) {

@@ -121,7 +121,7 @@ class adagc {
     }
 
     // One pass: every buffer's norm, and the group's from the same partials.
-    const auto spec = detail::kernels::norm_spec::from(options_.norm_type);
+    const auto spec = detail::spec_of(options_);
     adagc_result result;
     result.buffers.resize(count);
     std::size_t first_bad = nonfinite_error::npos;

@@ -64,6 +64,7 @@ struct agc_options {
   // written: total_norm() is the unit's gradient norm (NaN for NaN weights),
   // tensor_index() the index of its buffer in the group.
   nonfinite on_nonfinite = nonfinite::propagate;
+  norm_accuracy accuracy = norm_accuracy::fast;  // of the unit norms (gradclip/options.hpp)
 };
 
 struct agc_result {
@@ -203,6 +204,7 @@ inline void check_agc_arguments(double clipping, double eps, const agc_options& 
   }
   check_eps(eps);
   check_policy(options.on_nonfinite);
+  check_accuracy(options.accuracy);
   if (options.units != axis::rows && options.units != axis::cols) {
     throw std::invalid_argument("gradclip::agc: agc_options::units must be axis::rows or axis::cols");
   }
@@ -258,7 +260,7 @@ agc_result adaptive_grad_clip(const Params& params, Grads&& grads, double clippi
   detail::for_each_buffer_pair(params, grads,
                                [](std::size_t i, const auto& w, const auto& g) { detail::check_same_units(w, g, i); });
 
-  const auto l2 = detail::kernels::norm_spec::from(2.0);
+  const auto l2 = detail::spec_of(2.0, options.accuracy);
   detail::kernels::norm_partial weight_parts[detail::unit_tile], grad_parts[detail::unit_tile];
   if (options.on_nonfinite == nonfinite::error) {
     // Every norm first: a non-finite unit anywhere throws before any unit is written.

@@ -71,7 +71,7 @@ class auto_clip {
   clip_result operator()(Group&& group) {
     static_assert(is_group_v<Group> || is_buffer_v<Group>,
                   "gradclip::auto_clip: not a group of buffers (see gradclip/buffer.hpp)");
-    const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options_.norm_type));
+    const double total = detail::total_norm(group, detail::spec_of(options_));
     return step(group, total);
   }
 

@@ -175,7 +175,7 @@ unit_clip_result clip_units(Matrix& m, double max_norm, const unit_clip_options&
     }
   }();
 
-  const auto spec = kernels::norm_spec::from(options.norm_type);
+  const auto spec = spec_of(options);
   kernels::norm_partial parts[unit_tile];
   if (options.on_nonfinite == nonfinite::error) {
     // Every norm first: a non-finite unit anywhere throws before any unit is written.

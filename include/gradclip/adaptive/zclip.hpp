@@ -134,7 +134,7 @@ class zclip {
   clip_result operator()(Group&& group) {
     static_assert(is_group_v<Group> || is_buffer_v<Group>,
                   "gradclip::zclip: not a group of buffers (see gradclip/buffer.hpp)");
-    const double total = detail::total_norm(group, detail::kernels::norm_spec::from(options_.norm_type));
+    const double total = detail::total_norm(group, detail::spec_of(options_));
     return apply(group, total);
   }
 

@@ -87,13 +87,41 @@ void for_each_staged(const T* src, std::size_t count, std::ptrdiff_t stride, Con
   }
 }
 
+// Whether the terms of T go through float lanes: L1 and L2 norms of float, half
+// and bfloat16 data, unless the exact sum was asked for.
+template <class T>
+constexpr bool in_float_lanes(const norm_spec& spec) noexcept {
+  return std::is_same_v<typename element_traits<T>::compute_type, float> && !spec.exact &&
+         (spec.kind == norm_kind::l1 || spec.kind == norm_kind::l2);
+}
+
+// The float-lane terms (scale 1: the range-safe pass of such data is the exact sum)
+// of a contiguous run of float, half or bfloat16, decoded in the lanes.
+template <class T>
+void accumulate_float_run(double* acc, const T* x, std::size_t n, const norm_spec& spec, bool stream) noexcept {
+  spec.kind == norm_kind::l1 ? arch::accumulate_float<term::abs>(acc, x, n, stream)
+                             : arch::accumulate_float<term::square>(acc, x, n, stream);
+}
+
 // Accumulates the terms of `count` elements at `src` (stride `stride`) into the
-// lanes; 16-bit and strided data go through a stage of decoded elements (a
-// function of its own, so the contiguous path does not set up the stage's frame).
+// lanes; strided data, and 16-bit data summed in double lanes, go through a stage
+// of elements (a function of its own, so the contiguous path does not set up the
+// stage's frame).
 template <class T>
 void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff_t stride, const norm_spec& spec,
                       double scale, bool stream = false) noexcept {
   using compute = typename element_traits<T>::compute_type;
+  if constexpr (std::is_same_v<compute, float>) {
+    if (in_float_lanes<T>(spec) && scale == 1.0) {
+      if (stride == 1) {
+        accumulate_float_run(acc, src, count, spec, stream);
+        return;
+      }
+      for_each_staged<T>(src, count, stride, [](const T& e) { return e; },
+                         [&](const T* s, std::size_t n) { accumulate_float_run(acc, s, n, spec, false); });
+      return;
+    }
+  }
   if constexpr (std::is_same_v<T, compute>) {
     if (stride == 1) {
       accumulate_run(acc, src, count, spec, scale, stream);
@@ -213,26 +241,37 @@ double view_sum(const strided_view<const T>& v, const norm_spec& spec, double sc
 
 // ---- the range protocol ------------------------------------------------------
 
-// Can a plain sum of terms of T overflow or underflow? Not for float, half and
-// bfloat16 squared or taken absolute in double; yes for double, and for general p.
+// Can a fast sum of terms of T overflow or underflow? Yes in float lanes (a square
+// past FLT_MAX, squares below FLT_MIN), for double, and for general p; not for
+// float, half and bfloat16 summed in double lanes.
 template <class T>
 constexpr bool range_checked(const norm_spec& spec) noexcept {
-  return std::is_same_v<typename element_traits<T>::compute_type, double> || spec.kind == norm_kind::lp;
+  return std::is_same_v<typename element_traits<T>::compute_type, double> || spec.kind == norm_kind::lp ||
+         in_float_lanes<T>(spec);
+}
+
+// Below n * underflow_floor a fast L2 sum of n terms of T may have lost precision
+// to underflow. Double lanes: each term below DBL_MIN was rounded by at most
+// 2^-1075, kept below 2^-75 of the sum. Float lanes: each rounding below FLT_MIN
+// (one per term) is at most 2^-150, kept below 2^-50 of the sum.
+template <class T>
+constexpr double underflow_floor(const norm_spec& spec) noexcept {
+  return in_float_lanes<T>(spec) ? 0x1p-100 : 0x1p-1000;
 }
 
 // For a range-checked sum of n terms: could it have overflowed, or lost precision
 // to underflow?
-inline bool needs_rescue(double sum, std::size_t n, const norm_spec& spec) noexcept {
-  if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let max |x| tell which
+inline bool needs_rescue(double sum, std::size_t n, const norm_spec& spec, double floor) noexcept {
+  if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let the rescue tell which
   if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
-  // Each term that fell below DBL_MIN was rounded by at most 2^-1075; keep that
-  // below 2^-75 of the sum.
-  return sum < static_cast<double>(n) * 0x1p-1000;
+  return sum < static_cast<double>(n) * floor;
 }
 
-// The range-safe partial of a view, from max |x| and one scaled pass.
+// The range-safe partial of a view: for float lanes, the exact sum (double lanes
+// hold any float's square); otherwise max |x| and one scaled pass.
 template <class T>
 norm_partial rescued(const strided_view<const T>& v, const norm_spec& spec) noexcept {
+  if (in_float_lanes<T>(spec)) return {1.0, view_sum(v, spec.as_exact(), 1.0)};
   const double m = max_abs(v);
   if (!is_finite(m)) return {1.0, m};  // NaN or inf input (an overflow would have a finite max)
   if (m == 0.0) return {};
@@ -251,7 +290,7 @@ norm_partial rescued(const strided_view<const T>& v, const norm_spec& spec) noex
 // The partial of a view whose fast sum is known.
 template <class T>
 norm_partial checked(const strided_view<const T>& v, const norm_spec& spec, double fast) noexcept {
-  if (!range_checked<T>(spec) || !needs_rescue(fast, v.size(), spec)) return {1.0, fast};
+  if (!range_checked<T>(spec) || !needs_rescue(fast, v.size(), spec, underflow_floor<T>(spec))) return {1.0, fast};
   return rescued(v, spec);
 }
 
@@ -284,15 +323,17 @@ norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}) noexcep
   sum_accumulator fast;
   std::size_t count = 0;
   bool any_checked = false;
+  double floor = 0.0;
   for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
     if (!counted(i)) return;
     using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
     any_checked = any_checked || range_checked<T>(spec);
+    floor = std::max(floor, underflow_floor<T>(spec));
     count += v.size();
     fast.add(to_const(v), spec, 1.0);
   });
   const double sum = fast.finish();
-  if (!any_checked || !needs_rescue(sum, count, spec)) return {1.0, sum};
+  if (!any_checked || !needs_rescue(sum, count, spec, floor)) return {1.0, sum};
   for_each_buffer(g, [&](std::size_t i, const auto& v) {
     if (!counted(i) || v.size() == 0) return;
     using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
@@ -329,7 +370,8 @@ void measure_units(const unit_layout<P>& l, std::size_t first, std::size_t n, co
   across_measure(base, n, l.unit_stride, l.length, l.element_stride, spec, sums);
   for (std::size_t u = 0; u < n; ++u) {
     const strided_view<const T> unit = to_const(l[first + u]);
-    out[u] = spec.kind == norm_kind::linf ? norm_partial{1.0, sums[u]} : checked(unit, spec, sums[u]);
+    // The sweep sums in double lanes: checked as an exact sum.
+    out[u] = spec.kind == norm_kind::linf ? norm_partial{1.0, sums[u]} : checked(unit, spec.as_exact(), sums[u]);
   }
 }
 

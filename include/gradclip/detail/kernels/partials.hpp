@@ -17,17 +17,23 @@ namespace gradclip::detail::kernels {
 
 enum class norm_kind { l1, l2, linf, lp };
 
-// Which norm: p = norm_type; kind picks the specialised kernel.
+// Which norm: p = norm_type; kind picks the specialised kernel. exact: sums of
+// float, half and bfloat16 terms in double lanes (1e-14) instead of blocks of float
+// lanes (1e-6; arch/target.hpp); double input is summed in double either way.
 struct norm_spec {
   norm_kind kind;
   double p;
+  bool exact = false;
 
-  static norm_spec from(double norm_type) noexcept {
-    if (norm_type == 1.0) return {norm_kind::l1, 1.0};
-    if (norm_type == 2.0) return {norm_kind::l2, 2.0};
-    if (is_inf(norm_type)) return {norm_kind::linf, norm_type};
-    return {norm_kind::lp, norm_type};
+  static norm_spec from(double norm_type, bool exact = false) noexcept {
+    if (norm_type == 1.0) return {norm_kind::l1, 1.0, exact};
+    if (norm_type == 2.0) return {norm_kind::l2, 2.0, exact};
+    if (is_inf(norm_type)) return {norm_kind::linf, norm_type, exact};
+    return {norm_kind::lp, norm_type, exact};
   }
+
+  // The same norm summed exactly.
+  norm_spec as_exact() const noexcept { return {kind, p, true}; }
 };
 
 // One buffer's contribution to a norm. For finite p: norm^p = scale^p * sum, where

@@ -39,7 +39,32 @@ struct avx2_isa : generic_isa {
   static vd add_square(vd acc, vd v) noexcept {
     return (vd)_mm256_fmadd_pd((__m256d)v, (__m256d)v, (__m256d)acc);
   }
+  static vf add_square(vf acc, vf v) noexcept {
+    return (vf)_mm256_fmadd_ps((__m256)v, (__m256)v, (__m256)acc);
+  }
+#else
+  using generic_isa::add_square;
 #endif
+
+  using generic_isa::load_float;
+  static vf load_float(const float* p) noexcept { return (vf)_mm256_loadu_ps(p); }
+#if defined(__F16C__)
+  static vf load_float(const Eigen::half* p) noexcept {
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+#endif
+#if defined(__AVX2__)
+  static vf load_float(const Eigen::bfloat16* p) noexcept {
+    return (vf)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+  }
+#endif
+
+  using generic_isa::load_float_partial;
+  static vf load_float_partial(const float* p, std::size_t m) noexcept {
+    alignas(32) static constexpr std::int32_t ones[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ones + 8 - m));
+    return (vf)_mm256_maskload_ps(p, mask);
+  }
 };
 
 }  // namespace gradclip::detail::kernels

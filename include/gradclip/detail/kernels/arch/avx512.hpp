@@ -41,6 +41,39 @@ struct avx512_isa : generic_isa {
   static vd add_square(vd acc, vd v) noexcept {
     return (vd)_mm512_fmadd_pd((__m512d)v, (__m512d)v, (__m512d)acc);
   }
+  static vf add_square(vf acc, vf v) noexcept {
+    return (vf)_mm512_fmadd_ps((__m512)v, (__m512)v, (__m512)acc);
+  }
+
+  // 16 halves or bfloat16s: one conversion instruction, or a widening and a shift
+  // (zero-masking forms, as above).
+  static vf load_float(const float* p) noexcept { return (vf)_mm512_loadu_ps(p); }
+  static vf load_float(const Eigen::half* p) noexcept { return from_half(_mm256_loadu_si256(as_m256i(p))); }
+  static vf load_float(const Eigen::bfloat16* p) noexcept { return from_bfloat16(_mm256_loadu_si256(as_m256i(p))); }
+
+  static vf load_float_partial(const float* p, std::size_t m) noexcept {
+    return (vf)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << m) - 1u), p);
+  }
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  static vf load_float_partial(const Eigen::half* p, std::size_t m) noexcept {
+    return from_half(_mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << m) - 1u), p));
+  }
+  static vf load_float_partial(const Eigen::bfloat16* p, std::size_t m) noexcept {
+    return from_bfloat16(_mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << m) - 1u), p));
+  }
+#else
+  using generic_isa::load_float_partial;
+#endif
+
+ private:
+  template <class T>
+  static const __m256i* as_m256i(const T* p) noexcept {
+    return reinterpret_cast<const __m256i*>(p);
+  }
+  static vf from_half(__m256i h) noexcept { return (vf)_mm512_maskz_cvtph_ps(static_cast<__mmask16>(0xffff), h); }
+  static vf from_bfloat16(__m256i h) noexcept {
+    return (vf)((vu32)_mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xffff), h) << 16);
+  }
 };
 
 }  // namespace gradclip::detail::kernels

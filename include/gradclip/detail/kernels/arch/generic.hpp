@@ -9,6 +9,10 @@
 //   load_widened_partial(p, m) the first m < dwidth of them, the other lanes +0,
 //                              reading nothing past p + m (used when partial_loads)
 //   add_square(acc, v)         acc + v * v, fused where fused_squares says so
+//                              (for vectors of doubles and of floats)
+//   load_float(p)              fwidth floats, halves or bfloat16s at p, as floats
+//                              (exact: every 16-bit value is a float)
+//   load_float_partial(p, m)   the first m < fwidth of them, the other lanes +0
 #ifndef GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
 #define GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
 
@@ -18,8 +22,10 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
+#include "../../element.hpp"
 #include "target.hpp"
 
 namespace gradclip::detail::kernels {
@@ -57,6 +63,58 @@ struct generic_isa {
     } else {
       return acc + v * v;
     }
+  }
+
+  static vf add_square(vf acc, vf v) noexcept {
+    if constexpr (fused_squares) {
+      for (std::size_t k = 0; k < fwidth; ++k) acc[k] = std::fma(v[k], v[k], acc[k]);
+      return acc;
+    } else {
+      return acc + v * v;
+    }
+  }
+
+  static vf load_float(const float* p) noexcept {
+    vf v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+
+  // bfloat16 is the upper half of a float.
+  static vf load_float(const Eigen::bfloat16* p) noexcept { return (vf)(widen_bits(p) << 16); }
+
+  // element_traits<Eigen::half>::to_compute, lane by lane: subnormals through an
+  // exact integer conversion (no subnormal float arithmetic, so flush-to-zero
+  // modes cannot change it), the others by rebiasing the exponent.
+  static vf load_float(const Eigen::half* p) noexcept {
+    typedef std::int32_t vi32 __attribute__((vector_size(vector_bytes)));
+    const vu32 u = widen_bits(p);
+    const vu32 sign = (u & 0x8000u) << 16;
+    const vu32 magnitude = u & 0x7fffu;
+    const vu32 subnormal = (vu32)(__builtin_convertvector((vi32)magnitude, vf) * 0x1p-24f);
+    const vu32 normal = (magnitude << 13) + 0x38000000u;
+    const vu32 special = (magnitude << 13) | 0x7f800000u;
+    const vu32 is_special = (vu32)(magnitude >= 0x7c00u);
+    const vu32 is_subnormal = (vu32)(magnitude < 0x0400u);
+    const vu32 body = (special & is_special) | (normal & ~is_special);
+    return (vf)(((subnormal & is_subnormal) | (body & ~is_subnormal)) | sign);
+  }
+
+  template <class T>
+  static vf load_float_partial(const T* p, std::size_t m) noexcept {
+    vf v = {};
+    for (std::size_t k = 0; k < m; ++k) v[k] = element_traits<T>::to_compute(p[k]);
+    return v;
+  }
+
+ protected:
+  // fwidth 16-bit patterns at p, zero-extended to 32 bits.
+  template <class T>
+  static vu32 widen_bits(const T* p) noexcept {
+    typedef std::uint16_t vu16 __attribute__((vector_size(vector_bytes / 2)));
+    vu16 h;
+    std::memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, vu32);
   }
 };
 

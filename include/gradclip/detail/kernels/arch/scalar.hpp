@@ -4,6 +4,8 @@
 // float or double (max_magnitude_bits also over 16-bit elements):
 //
 //   accumulate<term, scaled>(acc, x, n, scale, stream)  acc[i % lane_count] += term(x[i] * scale)
+//   accumulate_float<term>(acc, x, n, stream)         the same terms of float, half or bfloat16
+//                                                     summed in float lanes, in blocks (target.hpp)
 //   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
 //   scale(x, n, c)                                       x[i] *= c in the element's own precision
@@ -21,6 +23,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../../element.hpp"
 #include "target.hpp"
 
 namespace gradclip::detail::kernels {
@@ -47,6 +50,29 @@ struct scalar_arch {
       for (std::size_t j = 0; j < lane_count; ++j) acc[j] = add_term<K, Scaled>(acc[j], x[i + j], scale);
     }
     for (std::size_t j = 0; i < n; ++i, ++j) acc[j] = add_term<K, Scaled>(acc[j], x[i], scale);
+  }
+
+  // x[i] of each block of float_block elements goes to float lane i % float_lane_count
+  // (decoded exactly to float); each block ends with flush_float_lanes.
+  template <term K, class T>
+  static void accumulate_float(double* acc, const T* x, std::size_t n, bool stream = false) noexcept {
+    for (std::size_t b = 0; b < n; b += float_block) {
+      float f[float_lane_count] = {};
+      const std::size_t m = n - b < float_block ? n - b : float_block;
+      for (std::size_t i = 0; i < m; ++i) {
+        if (stream && i % float_lane_count == 0) prefetch_ahead(x + b + i, float_lane_count);
+        const float v = element_traits<T>::to_compute(x[b + i]);
+        float& lane = f[i % float_lane_count];
+        lane = K == term::square ? add_square(lane, v) : lane + std::fabs(v);
+      }
+      flush_float_lanes(acc, f);
+    }
+  }
+
+  // acc[j % lane_count] += f[j] in ascending j: double lane d takes float lane d,
+  // then float lane d + lane_count.
+  static void flush_float_lanes(double* acc, const float* f) noexcept {
+    for (std::size_t j = 0; j < float_lane_count; ++j) acc[j % lane_count] += static_cast<double>(f[j]);
   }
 
   // acc[j] += acc[j + w] for w = width, width / 2, ..., 1.

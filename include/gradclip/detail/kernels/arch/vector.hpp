@@ -63,6 +63,58 @@ struct vector_arch {
     if (i < n) scalar_arch::accumulate<K, Scaled>(acc, x + i, n - i, scale);
   }
 
+  // scalar_arch::accumulate_float in vectors: float vector k holds float lanes
+  // [k * fwidth, (k + 1) * fwidth), whose halves flush into double vectors 2k and
+  // 2k + 1 (mod accumulators), k ascending: the scalar order, lane for lane.
+  template <term K, class T>
+  static void accumulate_float(double* acc, const T* x, std::size_t n, bool stream = false) noexcept {
+    static_assert(accumulators * fwidth == float_lane_count);
+    vd d[accumulators];
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) d[k] = Isa::load_widened(acc + k * dwidth);
+    std::size_t i = 0;
+    while (i < n) {
+      const std::size_t end = n - i < float_block ? n : i + float_block;
+      vf f[accumulators] = {};
+      // Float vectors a block touched: all, unless it is a tail alone (the others
+      // hold +0, which adds nothing to a lane of non-negative terms).
+      std::size_t touched = i + float_lane_count <= end ? accumulators : 0;
+      for (; i + float_lane_count <= end; i += float_lane_count) {
+        if (stream) prefetch_ahead(x + i, float_lane_count);
+#pragma GCC unroll 16
+        for (std::size_t k = 0; k < accumulators; ++k) {
+          f[k] = add_float_terms<K>(f[k], Isa::load_float(x + i + k * fwidth));
+        }
+      }
+      if (i < end) {  // the run's last elements, fewer than a float vector each lane
+        const std::size_t rest = end - i;
+        const std::size_t used = (rest + fwidth - 1) / fwidth;
+        touched = touched > used ? touched : used;
+        for (std::size_t k = 0; k + 1 < used; ++k) {
+          f[k] = add_float_terms<K>(f[k], Isa::load_float(x + i + k * fwidth));
+        }
+        const std::size_t last = (used - 1) * fwidth;
+        f[used - 1] = add_float_terms<K>(f[used - 1], rest - last == fwidth
+                                                          ? Isa::load_float(x + i + last)
+                                                          : Isa::load_float_partial(x + i + last, rest - last));
+        i = end;
+      }
+      for (std::size_t k = 0; k < touched; ++k) {
+        typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
+        half_vf lo, hi;
+        std::memcpy(&lo, &f[k], sizeof lo);
+        std::memcpy(&hi, reinterpret_cast<const char*>(&f[k]) + sizeof lo, sizeof hi);
+        d[(2 * k) % accumulators] += __builtin_convertvector(lo, vd);
+        d[(2 * k + 1) % accumulators] += __builtin_convertvector(hi, vd);
+      }
+    }
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) {
+      const vd v = d[k];
+      std::memcpy(acc + k * dwidth, &v, sizeof v);
+    }
+  }
+
   // The same additions as scalar_arch::reduce_lanes, whole vectors while the
   // width allows.
   static double reduce_lanes(double* acc) noexcept {
@@ -158,6 +210,15 @@ struct vector_arch {
   }
 
  private:
+  template <term K>
+  static vf add_float_terms(vf acc, vf v) noexcept {
+    if constexpr (K == term::square) {
+      return Isa::add_square(acc, v);
+    } else {
+      return acc + (vf)((vu32)v & magnitude_mask<float>);
+    }
+  }
+
   template <term K, bool Scaled>
   static vd add_terms(vd acc, vd v, double scale) noexcept {
     if constexpr (Scaled) v *= scale;
