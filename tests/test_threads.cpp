@@ -23,20 +23,23 @@ void set_threads(int n) {
 }
 }  // namespace
 
-TEMPLATE_TEST_CASE("norms and clips give the same bits for 1 to 4 threads", "[threads]", float, double) {
+TEMPLATE_TEST_CASE("norms and clips give the same bits for 1 to 4 threads", "[threads]", float, double, Eigen::half,
+                   Eigen::bfloat16) {
   using T = TestType;
   // Large enough to be split across threads, with a ragged last chunk.
   const auto data = ref::random_values<T>(3 * 1000 * 1000 + 12345, 99);
   std::vector<std::vector<T>> group{ref::random_values<T>(5000, 1), data, ref::random_values<T>(70, 2)};
-  for (double p : {1.0, 2.0, 3.0, ref::inf}) {
-    set_threads(1);
-    const double one = gradclip::global_norm(group, p);
-    for (int threads = 2; threads <= 4; ++threads) {
-      set_threads(threads);
-      INFO("p = " << p << ", threads = " << threads);
-      CHECK(ref::same_bits(gradclip::global_norm(group, p), one));
+  for (auto accuracy : {gradclip::norm_accuracy::fast, gradclip::norm_accuracy::exact}) {
+    for (double p : {1.0, 2.0, 3.0, ref::inf}) {
+      set_threads(1);
+      const double one = gradclip::global_norm(group, p, accuracy);
+      for (int threads = 2; threads <= 4; ++threads) {
+        set_threads(threads);
+        INFO("p = " << p << ", threads = " << threads << ", accuracy " << static_cast<int>(accuracy));
+        CHECK(ref::same_bits(gradclip::global_norm(group, p, accuracy), one));
+      }
+      CHECK(ref::rel_err(one, ref::norm(ref::values(data.data(), data.size()), p)) < 1.0);  // sanity
     }
-    CHECK(ref::rel_err(one, ref::norm(ref::values(data.data(), data.size()), p)) < 1.0);  // sanity
   }
   set_threads(1);
   auto a = group;

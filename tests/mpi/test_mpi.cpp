@@ -246,18 +246,26 @@ TEMPLATE_TEST_CASE("a sharded clip equals the single-process clip of the whole m
         INFO("seed " << seed << ", p = " << p << ", max_norm = " << fraction << " * norm");
         const model_t<T> before = make_model<T>(seed, 24, 3.0);
         const auto pieces = random_sharding(before, me.size, seed + 1);
-        const double norm = gradclip::global_norm(before, p);
+        // The exact sums: a sharding moves float data between float lanes, and the
+        // clip must equal the single-process one to double accuracy.
+        const auto exact = gradclip::norm_accuracy::exact;
+        const double norm = gradclip::global_norm(before, p, exact);
         const double max_norm = norm * fraction;
-        const gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+        gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+        options.accuracy = exact;
 
         model_t<T> want = before;
         const auto expected = gradclip::clip_by_global_norm(want, max_norm, options);
 
         model_t<T> got = before;
-        const double g = gradclip::mpi::global_norm(shard_of(got, pieces, me.rank), MPI_COMM_WORLD, p);
+        const double g = gradclip::mpi::global_norm(shard_of(got, pieces, me.rank), MPI_COMM_WORLD, p, exact);
         CHECK(ref::rel_err(g, norm) <= 1e-12);
         CHECK(ref::rel_err(g, ref::norm(flatten(before), p)) <= 1e-12);
         CHECK(same_on_all_ranks(g));
+        // The default accuracy: each rank's float lanes, within the bound.
+        const double fast = gradclip::mpi::global_norm(shard_of(got, pieces, me.rank), MPI_COMM_WORLD, p);
+        CHECK(ref::rel_err(fast, ref::norm(flatten(before), p)) <= std::max(1e-12, ref::norm_bound<T>(p)));
+        CHECK(same_on_all_ranks(fast));
 
         const auto r = gradclip::mpi::clip_by_global_norm(shard_of(got, pieces, me.rank), max_norm, MPI_COMM_WORLD, options);
         CHECK(ref::rel_err(r.total_norm, expected.total_norm) <= 1e-12);
@@ -300,7 +308,8 @@ TEST_CASE("buffers of any kind and element type, empty shards included", "[mpi][
     INFO("p = " << p);
     auto [w, d, h] = make(me.rank);
     const long double want = ref::norm(all, p);
-    const gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+    gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+    options.accuracy = gradclip::norm_accuracy::exact;  // to compare at double accuracy
     auto block = w.rows() > 2 ? w.block(1, 0, w.rows() - 2, w.cols()) : w.block(0, 0, 0, 0);
     auto copy_w = w;
     auto copy_d = d;
@@ -409,8 +418,11 @@ TEMPLATE_TEST_CASE("replicated buffers count once and are scaled on every rank",
     std::vector<gradclip::buffer_view<T>> whole;
     for (auto& b : want_s) whole.emplace_back(b.data(), b.size());
     for (auto& b : want_r) whole.emplace_back(b.data(), b.size());
-    const double norm = gradclip::global_norm(whole, p);
-    const gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+    // The exact sums: the comparisons below are at double accuracy.
+    const auto exact = gradclip::norm_accuracy::exact;
+    const double norm = gradclip::global_norm(whole, p, exact);
+    gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+    options.accuracy = exact;
     const auto expected = gradclip::clip_by_global_norm(whole, norm / 3, options);
 
     // This rank: replicated buffers first, in the middle and last, flagged.
@@ -433,11 +445,11 @@ TEMPLATE_TEST_CASE("replicated buffers count once and are scaled on every rank",
     group.emplace_back(got_r[2].data(), got_r[2].size());
     mask.push_back(true);
 
-    const double g = gradclip::mpi::global_norm(group, mask, MPI_COMM_WORLD, p);
+    const double g = gradclip::mpi::global_norm(group, mask, MPI_COMM_WORLD, p, exact);
     CHECK(ref::rel_err(g, norm) <= 1e-12);
     if (p == 2.0) {  // without the mask every rank's copy counts
-      const double s = gradclip::global_norm(sharded, 2.0), rep = gradclip::global_norm(replicated, 2.0);
-      const double all = gradclip::mpi::global_norm(group, MPI_COMM_WORLD, 2.0);
+      const double s = gradclip::global_norm(sharded, 2.0, exact), rep = gradclip::global_norm(replicated, 2.0, exact);
+      const double all = gradclip::mpi::global_norm(group, MPI_COMM_WORLD, 2.0, exact);
       CHECK(ref::rel_err(all, std::sqrt(static_cast<long double>(s) * s + static_cast<long double>(me.size) * rep * rep)) <= 1e-12);
     }
 
