@@ -45,6 +45,8 @@
 namespace gradclip::detail::kernels {
 
 inline constexpr std::size_t stage_size = 512;  // staging buffer for 16-bit and strided data
+inline constexpr std::size_t float_lanes_block_size = 4 * block_size;
+static_assert(chunk_size % float_lanes_block_size == 0 && float_lanes_block_size % float_block == 0);
 inline constexpr std::size_t stream_min_bytes = std::size_t{1} << 20;  // runs read with prefetch_ahead
 
 // The terms of a contiguous run into the lanes: |x * scale| for L1, (x * scale)^2
@@ -138,14 +140,19 @@ void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff
 // a chunk and across chunks in order.
 template <class T>
 double run_sum(const T* x, std::size_t n, std::ptrdiff_t stride, const norm_spec& spec, double scale) noexcept {
-  // Larger than a typical L2: most of it comes from farther away.
-  const bool stream = n * sizeof(T) > stream_min_bytes;
+  // Larger than a typical L2: most of it comes from farther away. Float lanes are
+  // a plain sum's loop (a load and an FMA per vector), which the hardware
+  // prefetcher keeps fed: no hints (measured: 0.93 -> 0.97 of the read at 1e8).
+  const bool stream = n * sizeof(T) > stream_min_bytes && !(in_float_lanes<T>(spec) && scale == 1.0);
+  // Float lanes reach the double lanes once per float block: the double lanes take
+  // four blocks' worth before a reduction (still 8 additions per double lane).
+  const std::size_t block = in_float_lanes<T>(spec) && scale == 1.0 ? float_lanes_block_size : block_size;
   auto chunk_sum = [&](std::size_t c) {
     const std::size_t end = std::min(n, (c + 1) * chunk_size);
     compensated_sum sum;
-    for (std::size_t b = c * chunk_size; b < end; b += block_size) {
+    for (std::size_t b = c * chunk_size; b < end; b += block) {
       double acc[lane_count] = {};
-      accumulate_terms(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block_size, end - b), stride, spec,
+      accumulate_terms(acc, x + static_cast<std::ptrdiff_t>(b) * stride, std::min(block, end - b), stride, spec,
                        scale, stream);
       sum.add(arch::reduce_lanes(acc));
     }

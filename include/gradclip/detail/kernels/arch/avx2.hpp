@@ -59,6 +59,12 @@ struct avx2_isa : generic_isa {
   }
 #endif
 
+  static void widen_halves(vf v, vd& lo, vd& hi) noexcept {
+    const __m256 f = (__m256)v;
+    lo = (vd)_mm256_cvtps_pd(_mm256_castps256_ps128(f));
+    hi = (vd)_mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+  }
+
   using generic_isa::load_float_partial;
   static vf load_float_partial(const float* p, std::size_t m) noexcept {
     alignas(32) static constexpr std::int32_t ones[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};

@@ -51,6 +51,13 @@ struct avx512_isa : generic_isa {
   static vf load_float(const Eigen::half* p) noexcept { return from_half(_mm256_loadu_si256(as_m256i(p))); }
   static vf load_float(const Eigen::bfloat16* p) noexcept { return from_bfloat16(_mm256_loadu_si256(as_m256i(p))); }
 
+  static void widen_halves(vf v, vd& lo, vd& hi) noexcept {
+    const __m512 f = (__m512)v;
+    const __mmask8 all = static_cast<__mmask8>(0xff);
+    lo = (vd)_mm512_maskz_cvtps_pd(all, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(all, _mm512_castps_pd(f), 0)));
+    hi = (vd)_mm512_maskz_cvtps_pd(all, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(all, _mm512_castps_pd(f), 1)));
+  }
+
   static vf load_float_partial(const float* p, std::size_t m) noexcept {
     return (vf)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << m) - 1u), p);
   }

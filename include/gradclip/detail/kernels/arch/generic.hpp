@@ -13,6 +13,7 @@
 //   load_float(p)              fwidth floats, halves or bfloat16s at p, as floats
 //                              (exact: every 16-bit value is a float)
 //   load_float_partial(p, m)   the first m < fwidth of them, the other lanes +0
+//   widen_halves(v, lo, hi)    a float vector's two halves as vectors of doubles
 #ifndef GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
 #define GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
 
@@ -98,6 +99,16 @@ struct generic_isa {
     const vu32 is_subnormal = (vu32)(magnitude < 0x0400u);
     const vu32 body = (special & is_special) | (normal & ~is_special);
     return (vf)(((subnormal & is_subnormal) | (body & ~is_subnormal)) | sign);
+  }
+
+  // The lower and upper halves of a float vector, each as doubles.
+  static void widen_halves(vf v, vd& lo, vd& hi) noexcept {
+    typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
+    half_vf l, h;
+    std::memcpy(&l, &v, sizeof l);
+    std::memcpy(&h, reinterpret_cast<const char*>(&v) + sizeof l, sizeof h);
+    lo = __builtin_convertvector(l, vd);
+    hi = __builtin_convertvector(h, vd);
   }
 
   template <class T>

@@ -65,48 +65,38 @@ struct vector_arch {
 
   // scalar_arch::accumulate_float in vectors: float vector k holds float lanes
   // [k * fwidth, (k + 1) * fwidth), whose halves flush into double vectors 2k and
-  // 2k + 1 (mod accumulators), k ascending: the scalar order, lane for lane.
+  // 2k + 1 (mod accumulators), k ascending: the scalar order, lane for lane. Float
+  // vectors a tail did not reach hold +0 and add nothing to a lane of non-negative
+  // terms.
   template <term K, class T>
   static void accumulate_float(double* acc, const T* x, std::size_t n, bool stream = false) noexcept {
-    static_assert(accumulators * fwidth == float_lane_count);
+    static_assert(accumulators * fwidth == float_lane_count && float_block % float_lane_count == 0);
     vd d[accumulators];
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) d[k] = Isa::load_widened(acc + k * dwidth);
     std::size_t i = 0;
-    while (i < n) {
-      const std::size_t end = n - i < float_block ? n : i + float_block;
+    for (; i + float_block <= n;) {
       vf f[accumulators] = {};
-      // Float vectors a block touched: all, unless it is a tail alone (the others
-      // hold +0, which adds nothing to a lane of non-negative terms).
-      std::size_t touched = i + float_lane_count <= end ? accumulators : 0;
-      for (; i + float_lane_count <= end; i += float_lane_count) {
+      for (std::size_t it = 0; it < float_block_iterations; ++it, i += float_lane_count) {
         if (stream) prefetch_ahead(x + i, float_lane_count);
-#pragma GCC unroll 16
-        for (std::size_t k = 0; k < accumulators; ++k) {
+        add_iteration<K>(f, x + i);
+      }
+      flush(d, f);
+    }
+    if (i < n) {  // the last, partial block
+      vf f[accumulators] = {};
+      for (; i + float_lane_count <= n; i += float_lane_count) add_iteration<K>(f, x + i);
+      const std::size_t rest = n - i;
+      if (rest != 0) {
+        const std::size_t whole = rest / fwidth;
+        for (std::size_t k = 0; k < whole; ++k) {
           f[k] = add_float_terms<K>(f[k], Isa::load_float(x + i + k * fwidth));
         }
-      }
-      if (i < end) {  // the run's last elements, fewer than a float vector each lane
-        const std::size_t rest = end - i;
-        const std::size_t used = (rest + fwidth - 1) / fwidth;
-        touched = touched > used ? touched : used;
-        for (std::size_t k = 0; k + 1 < used; ++k) {
-          f[k] = add_float_terms<K>(f[k], Isa::load_float(x + i + k * fwidth));
+        if (rest % fwidth != 0) {
+          f[whole] = add_float_terms<K>(f[whole], Isa::load_float_partial(x + i + whole * fwidth, rest % fwidth));
         }
-        const std::size_t last = (used - 1) * fwidth;
-        f[used - 1] = add_float_terms<K>(f[used - 1], rest - last == fwidth
-                                                          ? Isa::load_float(x + i + last)
-                                                          : Isa::load_float_partial(x + i + last, rest - last));
-        i = end;
       }
-      for (std::size_t k = 0; k < touched; ++k) {
-        typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
-        half_vf lo, hi;
-        std::memcpy(&lo, &f[k], sizeof lo);
-        std::memcpy(&hi, reinterpret_cast<const char*>(&f[k]) + sizeof lo, sizeof hi);
-        d[(2 * k) % accumulators] += __builtin_convertvector(lo, vd);
-        d[(2 * k + 1) % accumulators] += __builtin_convertvector(hi, vd);
-      }
+      flush(d, f);
     }
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) {
@@ -210,6 +200,22 @@ struct vector_arch {
   }
 
  private:
+  template <term K, class T>
+  static void add_iteration(vf* f, const T* x) noexcept {
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) f[k] = add_float_terms<K>(f[k], Isa::load_float(x + k * fwidth));
+  }
+
+  static void flush(vd* d, const vf* f) noexcept {
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) {
+      vd lo, hi;
+      Isa::widen_halves(f[k], lo, hi);
+      d[(2 * k) % accumulators] += lo;
+      d[(2 * k + 1) % accumulators] += hi;
+    }
+  }
+
   template <term K>
   static vf add_float_terms(vf acc, vf v) noexcept {
     if constexpr (K == term::square) {
