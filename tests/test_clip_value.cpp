@@ -1,6 +1,8 @@
 // Value clipping: bounds, NaN and infinities, inward rounding of the bounds to the
 // element type, strided views, groups, bad arguments.
+#include <cstdint>
 #include <limits>
+#include <utility>
 #include <tuple>
 #include <vector>
 
@@ -119,4 +121,38 @@ TEST_CASE("value clipping rejects bad bounds and modifies nothing", "[value][err
   CHECK_THROWS_AS(gradclip::value_clipper(-1.0), std::invalid_argument);
   CHECK_THROWS_AS(gradclip::value_clipper(1.0, 0.0), std::invalid_argument);
   CHECK(x == copy);
+}
+
+TEMPLATE_TEST_CASE("every half and bfloat16 pattern clamps as the element rule says, at every misalignment",
+                   "[value][simd]", Eigen::half, Eigen::bfloat16) {
+  using T = TestType;
+  std::vector<T> all(65536 + 40);
+  for (std::size_t u = 0; u < all.size(); ++u) {
+    all[u] = Eigen::numext::bit_cast<T>(static_cast<std::uint16_t>(u * 40503u));  // every pattern, shuffled
+  }
+  for (const auto& [lo, hi] : std::vector<std::pair<double, double>>{{-1.0, 1.0}, {-0.0, 0.0}, {0.5, 3e4}, {-7e-5, 2.0}}) {
+    for (std::size_t offset : {0u, 1u, 5u, 17u}) {
+      std::vector<T> x(all.begin() + static_cast<std::ptrdiff_t>(offset), all.end());
+      const std::vector<T> before = x;
+      gradclip::clip_by_value(x, lo, hi);
+      // The bounds rounded inward: the least value of T >= lo, the greatest <= hi.
+      long double lo_t = ref::inf, hi_t = -ref::inf;
+      for (const T& e : all) {
+        const long double v = ref::value(e);
+        if (v >= lo && v < lo_t) lo_t = v;
+        if (v <= hi && v > hi_t) hi_t = v;
+      }
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const long double v = ref::value(before[i]);
+        if (std::isnan(v) || (v >= lo && v <= hi)) {
+          wrong += !ref::same_bits(x[i], before[i]);  // NaN and values inside kept, bits and all (-0 too)
+        } else {
+          wrong += ref::value(x[i]) != (v < lo ? lo_t : hi_t);
+        }
+      }
+      INFO("lo " << lo << ", hi " << hi << ", offset " << offset);
+      CHECK(wrong == 0);
+    }
+  }
 }

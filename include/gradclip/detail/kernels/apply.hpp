@@ -115,11 +115,9 @@ void add_units(const strided_view<D>& sum, const unit_layout<P>& l, std::size_t 
 
 template <class T>
 void clamp_run(T* x, std::size_t n, std::ptrdiff_t stride, T lo, T hi) noexcept {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    if (stride == 1) {
-      arch::clamp(x, n, lo, hi);
-      return;
-    }
+  if (stride == 1) {
+    arch::clamp(x, n, lo, hi);
+    return;
   }
   using traits = element_traits<T>;
   const auto lo_c = traits::to_compute(lo);

@@ -10,6 +10,7 @@
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
 //   scale(x, n, c)                                       x[i] *= c in the element's own precision
 //   clamp(x, n, lo, hi)                                  x[i] = min(max(x[i], lo), hi), NaN kept
+//                                                        (16-bit elements compared as floats)
 //
 // This one is plain C++ with the same lane layout as the vector ones of the same
 // target (arch/target.hpp), so it computes the same bits; GRADCLIP_NO_SIMD
@@ -118,6 +119,8 @@ struct scalar_arch {
 
   template <class T>
   static constexpr bits_of_width<T> infinity_bits() noexcept {
+    if constexpr (std::is_same_v<T, Eigen::half>) return 0x7c00u;
+    if constexpr (std::is_same_v<T, Eigen::bfloat16>) return 0x7f80u;
     return static_cast<bits_of_width<T>>(sizeof(T) == 8 ? 0x7ff0000000000000ull : 0x7f800000ull);
   }
 

@@ -174,6 +174,15 @@ struct vector_arch {
 
   template <class T>
   static void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
+    if constexpr (sizeof(T) == 2) {
+      clamp_16(x, n, lo, hi);
+    } else {
+      clamp_wide(x, n, lo, hi);
+    }
+  }
+
+  template <class T>
+  static void clamp_wide(T* x, std::size_t n, T lo, T hi) noexcept {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
     using bits = bits_of_width<T>;
     typedef T vt __attribute__((vector_size(vector_bytes)));
@@ -200,6 +209,41 @@ struct vector_arch {
   }
 
  private:
+  // Half and bfloat16: compared as floats (decoded exactly), the kept or bound bit
+  // patterns selected lane by lane; NaN found by its bits, as above.
+  template <class T>
+  static void clamp_16(T* x, std::size_t n, T lo, T hi) noexcept {
+    typedef std::uint16_t vh __attribute__((vector_size(vector_bytes / 2)));  // fwidth lanes
+    typedef std::int16_t vhs __attribute__((vector_size(vector_bytes / 2)));
+    const float lo_f = element_traits<T>::to_compute(lo), hi_f = element_traits<T>::to_compute(hi);
+    const std::uint16_t lo_b = bits_of_16(lo), hi_b = bits_of_16(hi);
+    vf vlo, vhi;
+    for (std::size_t k = 0; k < fwidth; ++k) {
+      vlo[k] = lo_f;
+      vhi[k] = hi_f;
+    }
+    constexpr std::uint16_t inf = scalar_arch::infinity_bits<T>();
+    std::size_t i = 0;
+    for (; i + fwidth <= n; i += fwidth) {
+      vh raw;
+      std::memcpy(&raw, x + i, sizeof raw);
+      const vf v = Isa::load_float(x + i);
+      const vh nan = (vh)((raw & 0x7fffu) > inf);
+      const vh below = (vh)__builtin_convertvector(v < vlo, vhs) & ~nan;
+      const vh above = (vh)__builtin_convertvector(v > vhi, vhs) & ~nan;
+      const vh r = (raw & ~(below | above)) | (below & lo_b) | (above & hi_b);
+      std::memcpy(static_cast<void*>(x + i), &r, sizeof r);
+    }
+    scalar_arch::clamp(x + i, n - i, lo, hi);
+  }
+
+  template <class T>
+  static std::uint16_t bits_of_16(T v) noexcept {
+    std::uint16_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
+  }
+
   template <term K, class T>
   static void add_iteration(vf* f, const T* x) noexcept {
 #pragma GCC unroll 16
