@@ -176,3 +176,22 @@ TEMPLATE_TEST_CASE("random data at the default accuracy: the errors the README q
     CHECK(worst <= want);
   }
 }
+
+TEMPLATE_TEST_CASE("half and bfloat16 scaling in vectors: the element rule's bits, every pattern", "[accuracy][simd]",
+                   Eigen::half, Eigen::bfloat16) {
+  using T = TestType;
+  std::vector<T> all(65536 + 40);
+  for (std::size_t u = 0; u < all.size(); ++u) {
+    all[u] = Eigen::numext::bit_cast<T>(static_cast<std::uint16_t>(u * 40503u));  // every pattern, shuffled
+  }
+  for (double c : {0.5, 0.7071067811865476, 1.0 - 1e-9, 0.999999, 3e-5, 1e-30, 1.7e-300, 0.1234567}) {
+    for (std::size_t offset : {0u, 3u, 16u}) {
+      std::vector<T> a(all.begin() + static_cast<std::ptrdiff_t>(offset), all.end()), b = a;
+      k::arch::scale_rounded(a.data(), a.size(), c);
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < b.size(); ++i) wrong += !ref::same_bits(a[i], gradclip::detail::times(b[i], c));
+      INFO("c = " << c << ", offset " << offset);
+      CHECK(wrong == 0);
+    }
+  }
+}

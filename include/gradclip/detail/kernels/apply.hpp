@@ -52,6 +52,11 @@ void scale_run(T* x, std::size_t n, std::ptrdiff_t stride, const element_scaler<
       arch::scale(x, n, s.factor());
       return;
     }
+  } else {
+    if (stride == 1 && s.uniform()) {  // half, bfloat16: the same rule, in vectors
+      arch::scale_rounded(x, n, s.value());
+      return;
+    }
   }
   update_each(x, n, stride, s);
 }

@@ -86,11 +86,14 @@ class element_scaler {
 
   // Whether the whole run may be multiplied by factor() in T's own arithmetic
   // (the vector path, arch::scale): the same bits as operator() element by element.
+  // Half and bfloat16: whether arch::scale_rounded by value() may run (a finite
+  // coefficient; it computes operator()'s bits in vectors).
   bool uniform() const noexcept {
     if constexpr (std::is_same_v<T, double>) return k_.tail == 1.0;
     if constexpr (std::is_same_v<T, float>) return narrow_;
-    return false;
+    return is_finite(k_.value());
   }
+  double value() const noexcept { return k_.value(); }
   T factor() const noexcept {
     if constexpr (std::is_same_v<T, double>) {
       return k_.factor;

@@ -65,6 +65,18 @@ struct avx2_isa : generic_isa {
     hi = (vd)_mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
   }
 
+#if defined(__FMA__)
+  static vd product_error(vd a, vd b, vd p) noexcept {
+    return (vd)_mm256_fmsub_pd((__m256d)a, (__m256d)b, (__m256d)p);
+  }
+#endif
+  using generic_isa::store_narrowed;
+#if defined(__F16C__)
+  static void store_narrowed(Eigen::half* p, vf v) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+
   using generic_isa::load_float_partial;
   static vf load_float_partial(const float* p, std::size_t m) noexcept {
     alignas(32) static constexpr std::int32_t ones[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};

@@ -58,6 +58,15 @@ struct avx512_isa : generic_isa {
     hi = (vd)_mm512_maskz_cvtps_pd(all, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(all, _mm512_castps_pd(f), 1)));
   }
 
+  static vd product_error(vd a, vd b, vd p) noexcept {
+    return (vd)_mm512_fmsub_pd((__m512d)a, (__m512d)b, (__m512d)p);
+  }
+  using generic_isa::store_narrowed;
+  static void store_narrowed(Eigen::half* p, vf v) noexcept {
+    const __m256i h = _mm512_maskz_cvtps_ph(static_cast<__mmask16>(0xffff), (__m512)v, _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+  }
+
   static vf load_float_partial(const float* p, std::size_t m) noexcept {
     return (vf)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << m) - 1u), p);
   }

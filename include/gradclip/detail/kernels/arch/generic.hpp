@@ -14,6 +14,9 @@
 //                              (exact: every 16-bit value is a float)
 //   load_float_partial(p, m)   the first m < fwidth of them, the other lanes +0
 //   widen_halves(v, lo, hi)    a float vector's two halves as vectors of doubles
+//   product_error(a, b, p)     a * b - p, fused (the exact error of p = a * b)
+//   store_narrowed(p, v)       fwidth floats stored as halves or bfloat16s at p,
+//                              rounded to nearest even (no NaN among them)
 #ifndef GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
 #define GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
 
@@ -109,6 +112,22 @@ struct generic_isa {
     std::memcpy(&h, reinterpret_cast<const char*>(&v) + sizeof l, sizeof h);
     lo = __builtin_convertvector(l, vd);
     hi = __builtin_convertvector(h, vd);
+  }
+
+  static vd product_error(vd a, vd b, vd p) noexcept {
+    for (std::size_t k = 0; k < dwidth; ++k) a[k] = std::fma(a[k], b[k], -p[k]);
+    return a;
+  }
+
+  // Eigen's rounding, as a vector: bias by 0x7fff plus the kept part's last bit.
+  static void store_narrowed(Eigen::bfloat16* p, vf v) noexcept {
+    typedef std::uint16_t vu16 __attribute__((vector_size(vector_bytes / 2)));
+    const vu32 b = (vu32)v;
+    const vu16 r = __builtin_convertvector((b + 0x7fffu + ((b >> 16) & 1u)) >> 16, vu16);
+    std::memcpy(static_cast<void*>(p), &r, sizeof r);
+  }
+  static void store_narrowed(Eigen::half* p, vf v) noexcept {
+    for (std::size_t k = 0; k < fwidth; ++k) p[k] = Eigen::half(v[k]);
   }
 
   template <class T>

@@ -9,6 +9,8 @@
 //   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
 //   scale(x, n, c)                                       x[i] *= c in the element's own precision
+//   scale_rounded(x, n, c)                               half, bfloat16: x[i] = x[i] * c (c a double),
+//                                                        correctly rounded
 //   clamp(x, n, lo, hi)                                  x[i] = min(max(x[i], lo), hi), NaN kept
 //                                                        (16-bit elements compared as floats)
 //
@@ -103,6 +105,12 @@ struct scalar_arch {
   template <class T>
   static void scale(T* x, std::size_t n, T c) noexcept {
     for (std::size_t i = 0; i < n; ++i) x[i] *= c;
+  }
+
+  // Half and bfloat16: x[i] = the correctly rounded x[i] * c (element.hpp's times).
+  template <class T>
+  static void scale_rounded(T* x, std::size_t n, double c) noexcept {
+    for (std::size_t i = 0; i < n; ++i) x[i] = times(x[i], c);
   }
 
   template <class T>

@@ -88,12 +88,14 @@ struct vector_arch {
       for (; i + float_lane_count <= n; i += float_lane_count) add_iteration<K>(f, x + i);
       const std::size_t rest = n - i;
       if (rest != 0) {
-        const std::size_t whole = rest / fwidth;
-        for (std::size_t k = 0; k < whole; ++k) {
-          f[k] = add_float_terms<K>(f[k], Isa::load_float(x + i + k * fwidth));
-        }
-        if (rest % fwidth != 0) {
-          f[whole] = add_float_terms<K>(f[whole], Isa::load_float_partial(x + i + whole * fwidth, rest % fwidth));
+        // Every float vector takes its part of the tail, possibly nothing (+0 lanes):
+        // unrolled, so the lanes stay in registers.
+#pragma GCC unroll 16
+        for (std::size_t k = 0; k < accumulators; ++k) {
+          const std::size_t from = k * fwidth < rest ? k * fwidth : rest;
+          const std::size_t m = rest - from < fwidth ? rest - from : fwidth;
+          f[k] = add_float_terms<K>(f[k], m == fwidth ? Isa::load_float(x + i + from)
+                                                      : Isa::load_float_partial(x + i + from, m));
         }
       }
       flush(d, f);
@@ -172,6 +174,41 @@ struct vector_arch {
     scalar_arch::scale(x + i, n - i, c);
   }
 
+  // scalar_arch::scale_rounded in vectors, the same steps as element.hpp's times:
+  // the product in double and its exact error (an FMA), rounded to odd in double,
+  // then to odd in float, then to nearest in 16 bits. A vector holding a NaN goes
+  // to the scalar rule (its NaN bits are the conversions' own). Targets without
+  // FMA use the scalar rule throughout.
+  template <class T>
+  static void scale_rounded(T* x, std::size_t n, double c) noexcept {
+    std::size_t i = 0;
+    if constexpr (fused_squares) {
+      typedef std::uint16_t vh __attribute__((vector_size(vector_bytes / 2)));
+      constexpr std::uint16_t inf = scalar_arch::infinity_bits<T>();
+      vd vc;
+      for (std::size_t k = 0; k < dwidth; ++k) vc[k] = c;
+      for (; i + fwidth <= n; i += fwidth) {
+        vh raw;
+        std::memcpy(&raw, x + i, sizeof raw);
+        const vh nan = (vh)((raw & 0x7fffu) > inf);
+        std::uint16_t any = 0;
+        for (std::size_t k = 0; k < fwidth; ++k) any |= nan[k];
+        if (any != 0) {
+          scalar_arch::scale_rounded(x + i, fwidth, c);
+          continue;
+        }
+        vd lo, hi;
+        Isa::widen_halves(Isa::load_float(x + i), lo, hi);
+        const vd plo = lo * vc, phi = hi * vc;
+        vf r;
+        odd_float(odd_double(plo, Isa::product_error(lo, vc, plo)), r, 0);
+        odd_float(odd_double(phi, Isa::product_error(hi, vc, phi)), r, fwidth / 2);
+        Isa::store_narrowed(x + i, r);
+      }
+    }
+    scalar_arch::scale_rounded(x + i, n - i, c);
+  }
+
   template <class T>
   static void clamp(T* x, std::size_t n, T lo, T hi) noexcept {
     if constexpr (sizeof(T) == 2) {
@@ -235,6 +272,31 @@ struct vector_arch {
       std::memcpy(static_cast<void*>(x + i), &r, sizeof r);
     }
     scalar_arch::clamp(x + i, n - i, lo, hi);
+  }
+
+  // element.hpp's round_to_odd(hi, lo), lane by lane.
+  static vd odd_double(vd hi, vd lo) noexcept {
+    const vu64 b = (vu64)hi;
+    const vu64 inexact = (vu64)(lo != 0.0) & (vu64)((b & magnitude_mask<double>) < 0x7ff0000000000000ull);
+    const vu64 opposite = (vu64)(((b ^ (vu64)lo) >> 63) != 0);  // |exact| < |hi|: step toward zero
+    return (vd)((b - (inexact & opposite & 1u)) | (inexact & 1u));
+  }
+
+  // element.hpp's round_to_odd_float(v), lane by lane, into r[at .. at + dwidth).
+  static void odd_float(vd v, vf& r, std::size_t at) noexcept {
+    typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
+    typedef std::uint32_t half_vu32 __attribute__((vector_size(vector_bytes / 2)));
+    typedef std::int32_t half_vi32 __attribute__((vector_size(vector_bytes / 2)));
+    typedef std::int64_t vi64 __attribute__((vector_size(vector_bytes)));
+    const half_vf f = __builtin_convertvector(v, half_vf);  // to nearest; out of range: inf or FLT_MAX
+    const vd back = __builtin_convertvector(f, vd);
+    const vu64 vb = (vu64)v, bb = (vu64)back;
+    const vi64 inexact = (vi64)((vb != bb) & (vu64)((vb & magnitude_mask<double>) < 0x7ff0000000000000ull));
+    const vi64 beyond = (vi64)((bb & magnitude_mask<double>) > (vb & magnitude_mask<double>)) & inexact;
+    const half_vu32 step = (half_vu32)__builtin_convertvector(beyond, half_vi32) & 1u;
+    const half_vu32 odd = (half_vu32)__builtin_convertvector(inexact, half_vi32) & 1u;
+    const half_vu32 out = (((half_vu32)f) - step) | odd;
+    std::memcpy(reinterpret_cast<char*>(&r) + at * sizeof(float), &out, sizeof out);
   }
 
   template <class T>
