@@ -130,6 +130,17 @@ void accumulate_terms(double* acc, const T* src, std::size_t count, std::ptrdiff
       return;
     }
   }
+  if constexpr (!std::is_same_v<T, compute>) {
+    if (stride == 1) {  // contiguous 16-bit data summed in double lanes: decoded in vectors
+      compute stage[stage_size];
+      for (std::size_t done = 0; done < count; done += stage_size) {
+        const std::size_t n = std::min(stage_size, count - done);
+        arch::decode(stage, src + done, n);
+        accumulate_run(acc, static_cast<const compute*>(stage), n, spec, scale);
+      }
+      return;
+    }
+  }
   const auto decode = [](const T& e) { return element_traits<T>::to_compute(e); };
   for_each_staged<compute>(src, count, stride, decode, [&](const compute* s, std::size_t n) {
     accumulate_run(acc, s, n, spec, scale);

@@ -8,6 +8,7 @@
 //                                                     summed in float lanes, in blocks (target.hpp)
 //   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
+//   decode(out, x, n)                                    half, bfloat16: out[i] = float(x[i]), exact
 //   scale(x, n, c)                                       x[i] *= c in the element's own precision
 //   scale_rounded(x, n, c)                               half, bfloat16: x[i] = x[i] * c (c a double),
 //                                                        correctly rounded
@@ -105,6 +106,12 @@ struct scalar_arch {
   template <class T>
   static void scale(T* x, std::size_t n, T c) noexcept {
     for (std::size_t i = 0; i < n; ++i) x[i] *= c;
+  }
+
+  // Half and bfloat16 decoded to float (exactly).
+  template <class T>
+  static void decode(float* out, const T* x, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) out[i] = element_traits<T>::to_compute(x[i]);
   }
 
   // Half and bfloat16: x[i] = the correctly rounded x[i] * c (element.hpp's times).

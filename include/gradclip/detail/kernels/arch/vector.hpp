@@ -174,6 +174,16 @@ struct vector_arch {
     scalar_arch::scale(x + i, n - i, c);
   }
 
+  template <class T>
+  static void decode(float* out, const T* x, std::size_t n) noexcept {
+    std::size_t i = 0;
+    for (; i + fwidth <= n; i += fwidth) {
+      const vf v = Isa::load_float(x + i);
+      std::memcpy(out + i, &v, sizeof v);
+    }
+    scalar_arch::decode(out + i, x + i, n - i);
+  }
+
   // scalar_arch::scale_rounded in vectors, the same steps as element.hpp's times:
   // the product in double and its exact error (an FMA), rounded to odd in double,
   // then to odd in float, then to nearest in 16 bits. A vector holding a NaN goes
