@@ -4,6 +4,7 @@
 #include <array>
 #include <cfloat>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <gradclip/gradclip.hpp>
@@ -38,10 +39,11 @@ void check_norm_at(const T* x, std::size_t n, double p, norm_accuracy accuracy) 
   }
 }
 
+// Both accuracies where they differ (float, half and bfloat16, p = 1 and 2).
 template <class T>
 void check_norm(const T* x, std::size_t n, double p) {
   check_norm_at(x, n, p, norm_accuracy::fast);
-  check_norm_at(x, n, p, norm_accuracy::exact);
+  if (!std::is_same_v<T, double> && (p == 1.0 || p == 2.0)) check_norm_at(x, n, p, norm_accuracy::exact);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // checks that repeated calls agree.
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <gradclip/gradclip.hpp>
@@ -31,6 +32,8 @@ TEMPLATE_TEST_CASE("norms and clips give the same bits for 1 to 4 threads", "[th
   std::vector<std::vector<T>> group{ref::random_values<T>(5000, 1), data, ref::random_values<T>(70, 2)};
   for (auto accuracy : {gradclip::norm_accuracy::fast, gradclip::norm_accuracy::exact}) {
     for (double p : {1.0, 2.0, 3.0, ref::inf}) {
+      // The exact sums differ from the default only for float, half and bfloat16, p = 1 and 2.
+      if (accuracy == gradclip::norm_accuracy::exact && (std::is_same_v<T, double> || !(p == 1.0 || p == 2.0))) continue;
       set_threads(1);
       const double one = gradclip::global_norm(group, p, accuracy);
       for (int threads = 2; threads <= 4; ++threads) {
