@@ -323,7 +323,7 @@ TEMPLATE_TEST_CASE("the clip bound holds below DBL_MIN and FLT_MIN on every path
   }
 }
 
-TEST_CASE("every options struct is checked by the one core: policy, eps, norm_type", "[pipeline][options]") {
+TEST_CASE("every options struct is checked by the one core: policy, eps, norm_type, accuracy", "[pipeline][options]") {
   const auto bad_policy = static_cast<gradclip::nonfinite>(7);
   std::vector<float> g(8, 1.0f), w(8, 1.0f);
   Eigen::MatrixXf m = Eigen::MatrixXf::Ones(3, 4);
@@ -377,6 +377,27 @@ TEST_CASE("every options struct is checked by the one core: policy, eps, norm_ty
   CHECK_THROWS_AS(gradclip::agc(0.01, 1e-3, ao), std::invalid_argument);
   CHECK_THROWS_AS(gradclip::clip_by_block_rms(g, 1.0, {bad_policy}), std::invalid_argument);
   CHECK_THROWS_AS(gradclip::block_rms_clipper(1.0, {bad_policy}), std::invalid_argument);
+  // accuracy: not a norm_accuracy value, through the options and the norm calls.
+  const auto bad_accuracy = static_cast<gradclip::norm_accuracy>(9);
+  gradclip::clip_options bad;
+  bad.accuracy = bad_accuracy;
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    if (i == 6 || i == 7 || i == 11) continue;  // those calls build their own options from the core's fields
+    INFO("call " << i);
+    CHECK_THROWS_AS(calls[i](bad), std::invalid_argument);
+  }
+  gradclip::unit_clip_options units{gradclip::axis::rows};
+  units.accuracy = bad_accuracy;
+  CHECK_THROWS_AS(gradclip::clip_units_by_norm(m, 1.0, units), std::invalid_argument);
+  gradclip::unscale_options unscale;
+  unscale.accuracy = bad_accuracy;
+  CHECK_THROWS_AS(gradclip::unscale_and_clip(g, 1.0, 1.0, unscale), std::invalid_argument);
+  gradclip::agc_options agc_bad;
+  agc_bad.accuracy = bad_accuracy;
+  CHECK_THROWS_AS(gradclip::adaptive_grad_clip(w, g, 0.01, 1e-3, agc_bad), std::invalid_argument);
+  CHECK_THROWS_AS(gradclip::norm(g, 2.0, bad_accuracy), std::invalid_argument);
+  CHECK_THROWS_AS(gradclip::global_norm(g, 2.0, bad_accuracy), std::invalid_argument);
+  CHECK_THROWS_AS(gradclip::partial_norm(g, 2.0, bad_accuracy), std::invalid_argument);
   CHECK(g == before);
 }
 
