@@ -70,6 +70,16 @@ struct avx2_isa : generic_isa {
     return (vd)_mm256_fmsub_pd((__m256d)a, (__m256d)b, (__m256d)p);
   }
 #endif
+  // As avx512.hpp: the bound first, so NaN lanes and -0 beside +0 are kept.
+#if !defined(__FAST_MATH__) && !(defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+  static vf clamp_lanes(vf v, vf lo, vf hi) noexcept {
+    return (vf)_mm256_max_ps((__m256)lo, _mm256_min_ps((__m256)hi, (__m256)v));
+  }
+  static vd clamp_lanes(vd v, vd lo, vd hi) noexcept {
+    return (vd)_mm256_max_pd((__m256d)lo, _mm256_min_pd((__m256d)hi, (__m256d)v));
+  }
+#endif
+
   using generic_isa::store_narrowed;
 #if defined(__F16C__)
   static void store_narrowed(Eigen::half* p, vf v) noexcept {

@@ -58,6 +58,20 @@ struct avx512_isa : generic_isa {
     hi = (vd)_mm512_maskz_cvtps_pd(all, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(all, _mm512_castps_pd(f), 1)));
   }
 
+  // vmin/vmax return their second operand when either is NaN or the two are equal:
+  // with the bound first, NaN lanes and a -0 beside a +0 bound are kept. (Not under
+  // fast-math, where the compiler may swap the operands: the generic form then.)
+#if !defined(__FAST_MATH__) && !(defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+  static vf clamp_lanes(vf v, vf lo, vf hi) noexcept {
+    const __mmask16 all = static_cast<__mmask16>(0xffff);
+    return (vf)_mm512_maskz_max_ps(all, (__m512)lo, _mm512_maskz_min_ps(all, (__m512)hi, (__m512)v));
+  }
+  static vd clamp_lanes(vd v, vd lo, vd hi) noexcept {
+    const __mmask8 all = static_cast<__mmask8>(0xff);
+    return (vd)_mm512_maskz_max_pd(all, (__m512d)lo, _mm512_maskz_min_pd(all, (__m512d)hi, (__m512d)v));
+  }
+#endif
+
   static vd product_error(vd a, vd b, vd p) noexcept {
     return (vd)_mm512_fmsub_pd((__m512d)a, (__m512d)b, (__m512d)p);
   }

@@ -14,6 +14,7 @@
 //                              (exact: every 16-bit value is a float)
 //   load_float_partial(p, m)   the first m < fwidth of them, the other lanes +0
 //   widen_halves(v, lo, hi)    a float vector's two halves as vectors of doubles
+//   clamp_lanes(v, lo, hi)     v clamped into [lo, hi] lane by lane, NaN and -0 kept
 //   product_error(a, b, p)     a * b - p, fused (the exact error of p = a * b)
 //   store_narrowed(p, v)       fwidth floats stored as halves or bfloat16s at p,
 //                              rounded to nearest even (no NaN among them)
@@ -112,6 +113,22 @@ struct generic_isa {
     std::memcpy(&h, reinterpret_cast<const char*>(&v) + sizeof l, sizeof h);
     lo = __builtin_convertvector(l, vd);
     hi = __builtin_convertvector(h, vd);
+  }
+
+  // min(max(v, lo), hi) lane by lane, NaN lanes kept and -0 kept beside a +0 bound
+  // (the scalar clamp's rule). NaN by its bits: under -ffinite-math-only the
+  // compiler may turn the comparisons into min/max, which drop NaN.
+  template <class V>
+  static V clamp_lanes(V v, V lo, V hi) noexcept {
+    using E = std::remove_reference_t<decltype(v[0])>;
+    using bits = std::conditional_t<sizeof(E) == 8, std::uint64_t, std::uint32_t>;
+    typedef bits vbits __attribute__((vector_size(vector_bytes)));
+    constexpr bits mask = static_cast<bits>(~bits{0} >> 1);
+    constexpr bits inf = sizeof(E) == 8 ? static_cast<bits>(0x7ff0000000000000ull) : static_cast<bits>(0x7f800000u);
+    const vbits nan = (vbits)(((vbits)v & mask) > inf);
+    const vbits below = (vbits)(v < lo) & ~nan;
+    const vbits above = (vbits)(v > hi) & ~nan;
+    return (V)(((vbits)v & ~(below | above)) | ((vbits)lo & below) | ((vbits)hi & above));
   }
 
   static vd product_error(vd a, vd b, vd p) noexcept {

@@ -21,6 +21,16 @@ namespace gradclip::detail::kernels {
 
 template <class Isa>
 struct vector_arch {
+  // Accumulator k's share of a tail of `rest` elements, `width` per vector:
+  // [from, from + count), count <= width, possibly empty.
+  struct tail_share {
+    std::size_t from, count;
+  };
+  static constexpr tail_share share_of(std::size_t k, std::size_t width, std::size_t rest) noexcept {
+    const std::size_t from = k * width < rest ? k * width : rest;
+    return {from, rest - from < width ? rest - from : width};
+  }
+
   static constexpr const char* name() noexcept { return Isa::name(); }
 
   template <term K, bool Scaled, class T>
@@ -48,9 +58,8 @@ struct vector_arch {
       if (rest != 0) {
 #pragma GCC unroll 16
         for (std::size_t k = 0; k < accumulators; ++k) {
-          const std::size_t from = k * dwidth < rest ? k * dwidth : rest;
-          const std::size_t m = rest - from < dwidth ? rest - from : dwidth;
-          a[k] = add_terms<K, Scaled>(a[k], Isa::load_widened_partial(x + i + from, m), scale);
+          const tail_share t = share_of(k, dwidth, rest);
+          a[k] = add_terms<K, Scaled>(a[k], Isa::load_widened_partial(x + i + t.from, t.count), scale);
         }
       }
       i = n;
@@ -92,10 +101,9 @@ struct vector_arch {
         // unrolled, so the lanes stay in registers.
 #pragma GCC unroll 16
         for (std::size_t k = 0; k < accumulators; ++k) {
-          const std::size_t from = k * fwidth < rest ? k * fwidth : rest;
-          const std::size_t m = rest - from < fwidth ? rest - from : fwidth;
-          f[k] = add_float_terms<K>(f[k], m == fwidth ? Isa::load_float(x + i + from)
-                                                      : Isa::load_float_partial(x + i + from, m));
+          const tail_share t = share_of(k, fwidth, rest);
+          f[k] = add_float_terms<K>(f[k], t.count == fwidth ? Isa::load_float(x + i + t.from)
+                                                            : Isa::load_float_partial(x + i + t.from, t.count));
         }
       }
       flush(d, f);
@@ -231,26 +239,22 @@ struct vector_arch {
   template <class T>
   static void clamp_wide(T* x, std::size_t n, T lo, T hi) noexcept {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-    using bits = bits_of_width<T>;
     typedef T vt __attribute__((vector_size(vector_bytes)));
-    typedef bits vbits __attribute__((vector_size(vector_bytes)));
     constexpr std::size_t w = vector_bytes / sizeof(T);
     vt vlo, vhi;  // broadcast by element: vt{} + lo would turn a -0 bound into +0
     for (std::size_t k = 0; k < w; ++k) {
       vlo[k] = lo;
       vhi[k] = hi;
     }
-    // NaN lanes are found by their bits and kept: under -ffinite-math-only the
-    // compiler may turn the float comparisons into min/max, which drop NaN.
     std::size_t i = 0;
-    for (; i + w <= n; i += w) {
-      vt v;
-      std::memcpy(&v, x + i, sizeof v);
-      const vbits nan = (vbits)(((vbits)v & magnitude_mask<T>) > scalar_arch::infinity_bits<T>());
-      const vbits below = (vbits)(v < vlo) & ~nan;
-      const vbits above = (vbits)(v > vhi) & ~nan;
-      const vbits r = ((vbits)v & ~(below | above)) | ((vbits)vlo & below) | ((vbits)vhi & above);
-      std::memcpy(x + i, &r, sizeof r);
+    for (; i + 2 * w <= n; i += 2 * w) {
+      vt v0, v1;
+      std::memcpy(&v0, x + i, sizeof v0);
+      std::memcpy(&v1, x + i + w, sizeof v1);
+      v0 = Isa::clamp_lanes(v0, vlo, vhi);
+      v1 = Isa::clamp_lanes(v1, vlo, vhi);
+      std::memcpy(x + i, &v0, sizeof v0);
+      std::memcpy(x + i + w, &v1, sizeof v1);
     }
     scalar_arch::clamp(x + i, n - i, lo, hi);
   }
