@@ -203,7 +203,7 @@ struct vector_arch {
     if constexpr (fused_squares) {
       typedef std::uint16_t vh __attribute__((vector_size(vector_bytes / 2)));
       constexpr std::uint16_t inf = scalar_arch::infinity_bits<T>();
-      vd vc;
+      vd vc = {};
       for (std::size_t k = 0; k < dwidth; ++k) vc[k] = c;
       for (; i + fwidth <= n; i += fwidth) {
         vh raw;
@@ -218,7 +218,7 @@ struct vector_arch {
         vd lo, hi;
         Isa::widen_halves(Isa::load_float(x + i), lo, hi);
         const vd plo = lo * vc, phi = hi * vc;
-        vf r;
+        vf r = {};
         odd_float(odd_double(plo, Isa::product_error(lo, vc, plo)), r, 0);
         odd_float(odd_double(phi, Isa::product_error(hi, vc, phi)), r, fwidth / 2);
         Isa::store_narrowed(x + i, r);
@@ -241,7 +241,7 @@ struct vector_arch {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
     typedef T vt __attribute__((vector_size(vector_bytes)));
     constexpr std::size_t w = vector_bytes / sizeof(T);
-    vt vlo, vhi;  // broadcast by element: vt{} + lo would turn a -0 bound into +0
+    vt vlo = {}, vhi = {};  // broadcast by element: vt{} + lo would turn a -0 bound into +0
     for (std::size_t k = 0; k < w; ++k) {
       vlo[k] = lo;
       vhi[k] = hi;
@@ -268,7 +268,7 @@ struct vector_arch {
     typedef std::int16_t vhs __attribute__((vector_size(vector_bytes / 2)));
     const float lo_f = element_traits<T>::to_compute(lo), hi_f = element_traits<T>::to_compute(hi);
     const std::uint16_t lo_b = bits_of_16(lo), hi_b = bits_of_16(hi);
-    vf vlo, vhi;
+    vf vlo = {}, vhi = {};
     for (std::size_t k = 0; k < fwidth; ++k) {
       vlo[k] = lo_f;
       vhi[k] = hi_f;
