@@ -30,11 +30,12 @@ enum class verdict { keep, scale, fail };
 
 struct decision {
   verdict action = verdict::keep;
-  coefficient k;  // what apply multiplies by, when action == scale
+  coefficient k;          // what apply multiplies by, when action == scale
+  double quotient = 1.0;  // max_norm / divisor rounded once (k.value() rounds twice below DBL_MIN)
 
   bool scales() const noexcept { return action == verdict::scale; }
   // The factor a clip_result reports: 1 unless the data is scaled.
-  double reported() const noexcept { return scales() ? k.value() : 1.0; }
+  double reported() const noexcept { return scales() ? quotient : 1.0; }
 };
 
 inline decision decide(double norm, const clip_limit& limit, nonfinite policy) noexcept {
@@ -44,7 +45,8 @@ inline decision decide(double norm, const clip_limit& limit, nonfinite policy) n
     if (policy == nonfinite::skip) return {};
     if (limit.strict && norm <= max_norm) return {};  // inf within an infinite limit
     const bool nan_coefficient = is_nan(norm) || is_nan(max_norm) || is_inf(max_norm);
-    return {verdict::scale, {nan_coefficient ? std::numeric_limits<double>::quiet_NaN() : 0.0}};
+    const double c = nan_coefficient ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+    return {verdict::scale, {c}, c};
   }
   if (limit.strict && norm <= max_norm) return {};
   double divisor = norm + limit.eps;
@@ -53,7 +55,7 @@ inline decision decide(double norm, const clip_limit& limit, nonfinite policy) n
   if (divisor == 0.0) return {};
   const coefficient k = coefficient{max_norm}.over(divisor);
   if (!k.changes_data()) return {};
-  return {verdict::scale, k};
+  return {verdict::scale, k, max_norm / divisor};
 }
 
 }  // namespace gradclip::detail::kernels
