@@ -3,6 +3,7 @@
 #define GRADCLIP_ERRORS_HPP
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -47,6 +48,46 @@ class nonfinite_error : public std::runtime_error {
 
   double total_norm_;
   std::size_t tensor_index_;
+};
+
+// Thrown by spike_guard when a step would be the (max_consecutive + 1)-th skipped in a
+// row. A std::runtime_error, like nonfinite_streak_error (nonfinite_guard's). The
+// guard is unchanged: the raising step's values were not recorded.
+class spike_streak_error : public std::runtime_error {
+ public:
+  // reason: why the raising step would have been skipped, e.g. "a loss spike".
+  spike_streak_error(std::uint64_t consecutive, std::uint64_t max_consecutive, const char* reason, double loss,
+                     double grad_norm)
+      : std::runtime_error(make_message(consecutive, max_consecutive, reason, loss, grad_norm)),
+        consecutive_(consecutive),
+        max_consecutive_(max_consecutive),
+        loss_(loss),
+        grad_norm_(grad_norm) {}
+
+  // Skips in a row, the one that raised included (max_consecutive + 1).
+  std::uint64_t consecutive() const noexcept { return consecutive_; }
+  std::uint64_t max_consecutive() const noexcept { return max_consecutive_; }
+  // The raising step's values; grad_norm() is NaN when the guard was given a loss only.
+  double loss() const noexcept { return loss_; }
+  double grad_norm() const noexcept { return grad_norm_; }
+
+ private:
+  static std::string text(double x) {
+    if (detail::is_nan(x)) return "nan";
+    if (detail::is_inf(x)) return x > 0 ? "inf" : "-inf";
+    return std::to_string(x);
+  }
+  static std::string make_message(std::uint64_t consecutive, std::uint64_t max_consecutive, const char* reason,
+                                  double loss, double grad_norm) {
+    std::string msg = "gradclip::spike_guard: " + std::to_string(consecutive) +
+                      " steps in a row would be skipped (at most " + std::to_string(max_consecutive) +
+                      " may be); the last for " + reason + " (loss " + text(loss);
+    if (!detail::is_nan(grad_norm)) msg += ", grad norm " + text(grad_norm);
+    return msg + ")";
+  }
+
+  std::uint64_t consecutive_, max_consecutive_;
+  double loss_, grad_norm_;
 };
 
 // Thrown by a stateful clipper's load() when the data is truncated, corrupted, of
