@@ -32,11 +32,14 @@
 #if __has_include(<gradclip/adaptive/nonfinite_guard.hpp>)
 #include <gradclip/adaptive/nonfinite_guard.hpp>
 #endif
+#if __has_include(<gradclip/adaptive/spike_guard.hpp>)
+#include <gradclip/adaptive/spike_guard.hpp>
+#endif
 
 namespace fz {
 
 using all_stateful = std::tuple<gradclip::norm_stats, gradclip::auto_clip, gradclip::zclip, gradclip::adagc,
-                                gradclip::nonfinite_guard, gradclip::grad_scaler>;
+                                gradclip::nonfinite_guard, gradclip::grad_scaler, gradclip::spike_guard>;
 
 // How to build and step each clipper. The default: default-constructed, stepped by
 // calling it on the group.
@@ -57,13 +60,26 @@ template <>
 struct stateful<gradclip::norm_stats> {
   // Not a bug: a counter wrapped after 2^64 records (reachable only from a loaded state).
   static bool known_issue(const gradclip::norm_stats& c) {
-    return c.count() < c.nonfinite_count() || c.count() < c.clipped_count();
+    return c.count() < c.nonfinite_count() || c.count() < c.clipped_count() || c.count() < c.skipped_count() ||
+           c.count() < c.legacy_count() || c.count() < c.post_count();
   }
   static gradclip::norm_stats make() { return gradclip::norm_stats(4); }
+  // Every form of record (a post-clip norm or none, skipped steps), and every
+  // reading of the loaded state.
   template <class Group>
   static void step(gradclip::norm_stats& c, Group&, double norm) {
-    c.record(norm, norm > 1.0);
+    if (c.count() % 2 == 0) {
+      c.record(norm, norm > 1.0);
+    } else {
+      c.record(gradclip::clip_result{norm, 0.5, norm > 1.0}, !(norm > 100.0));
+    }
     (void)c.quantile(0.5);
+    (void)c.post_quantile(0.5);
+    (void)c.suggest_max_norm();
+    std::ostringstream sink;
+    c.report(sink);
+    c.write_histogram_csv(sink);
+    c.write_histogram_json(sink);
   }
 };
 
@@ -126,6 +142,33 @@ struct stateful<gradclip::adagc> {
   template <class Group>
   static void step(gradclip::adagc& c, Group& g, double) {
     (void)c(g);
+  }
+};
+
+template <>
+struct stateful<gradclip::spike_guard> {
+  // Not a bug: the step counter wrapped after 2^64 steps.
+  static bool known_issue(const gradclip::spike_guard& c) {
+    return c.steps() < c.skipped() || c.steps() < c.loss_count() || c.steps() < c.grad_norm_count();
+  }
+  static gradclip::spike_guard make() {
+    gradclip::spike_guard_options o;
+    o.window = 4;  // judged from the 3rd step
+    o.max_consecutive_skips = 3;
+    return gradclip::spike_guard(o);
+  }
+  // The loss falls as the norm grows; every third step judges the loss alone. A
+  // streak past max_consecutive_skips throws with the guard unchanged: not a failure.
+  template <class Group>
+  static void step(gradclip::spike_guard& c, Group&, double norm) {
+    try {
+      if (c.steps() % 3 == 2) {
+        (void)c(1.0 / (1.0 + norm));
+      } else {
+        (void)c(1.0 / (1.0 + norm), norm);
+      }
+    } catch (const gradclip::spike_streak_error&) {
+    }
   }
 };
 
