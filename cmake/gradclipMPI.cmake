@@ -25,7 +25,9 @@ endif()
 if(NOT TARGET MPI::MPI_CXX)
     find_package(MPI COMPONENTS CXX QUIET)
 endif()
-if(NOT TARGET MPI::MPI_CXX)
+# FindMPI creates MPI::MPI_CXX even when it finds no MPI (an empty target), so the target alone
+# proves nothing: a parent project's target counts unless its own find said MPI_CXX_FOUND false.
+if(NOT TARGET MPI::MPI_CXX OR (DEFINED MPI_CXX_FOUND AND NOT MPI_CXX_FOUND))
     message(STATUS "gradclip: MPI not found; no gradclip::mpi, MPI tests or MPI example")
     return()
 endif()
@@ -69,7 +71,7 @@ if(GRADCLIP_BUILD_TESTS OR GRADCLIP_BUILD_EXAMPLES)
     endfunction()
 endif()
 
-if(GRADCLIP_BUILD_TESTS)
+if(GRADCLIP_BUILD_TESTS AND GRADCLIP_HAVE_CATCH2)
     add_subdirectory("${PROJECT_SOURCE_DIR}/tests/mpi" "${PROJECT_BINARY_DIR}/tests/mpi")
 endif()
 

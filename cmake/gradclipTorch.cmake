@@ -68,7 +68,7 @@ if(GRADCLIP_SANITIZE)
 else()
     # Our warnings (gradclip_dev_flags: -Wall -Wextra -Wpedantic -Werror) apply to these units too:
     # libtorch's headers are SYSTEM includes, so only our own code is held to them.
-    if(GRADCLIP_BUILD_TESTS)
+    if(GRADCLIP_BUILD_TESTS AND GRADCLIP_HAVE_CATCH2)
         add_subdirectory("${PROJECT_SOURCE_DIR}/tests/torch" "${PROJECT_BINARY_DIR}/tests/torch")
     endif()
     if(GRADCLIP_BUILD_EXAMPLES)

@@ -14,12 +14,15 @@
 // where they are larger still: within 20 steps the norm reaches 1e7-1e18.
 //
 // The same initial weights are trained on the same data stream once per clipping method (the
-// rows of `methods()`); every step goes to a CSV file and a summary table compares the runs.
+// rows of `methods()`); every step goes to a CSV file and a summary table compares the runs, and
+// a gnuplot script beside the CSV draws the loss and the gradient norm of every run per step, on
+// log scales, into an SVG (when gnuplot is installed; the demo says so when it is not).
 // Without clipping the first exploded steps throw the weights so far that the run overflows to
 // NaN, or every tanh unit saturates and the loss sticks at the baseline; clipping the global
 // norm makes the same run converge.
 //
-//   exploding_rnn [--steps N] [--csv PATH] [--seed S] [--quiet] [--check] [--gradcheck]
+//   exploding_rnn [--steps N] [--csv PATH] [--plot PATH] [--no-plot] [--seed S] [--quiet] [--check]
+//                 [--gradcheck]
 
 #include <gradclip/gradclip.hpp>
 
@@ -32,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -296,6 +300,9 @@ struct run_summary {
   double final_loss = 0.0;      // mean training loss over the last `tail` steps
   double heldout_loss = 0.0;    // loss of the final weights on held-out sequences
   double max_grad_norm = 0.0;   // largest finite gradient norm seen (before clipping)
+  double min_grad_norm = std::numeric_limits<double>::infinity();  // smallest positive finite one
+  double min_loss = std::numeric_limits<double>::infinity();       // smallest and largest finite
+  double max_loss = 0.0;                                           // training losses (the plot's range)
   int nonfinite_steps = 0;      // steps whose loss or gradient norm was NaN or infinite
   int first_nonfinite = 0;      // the first such step, 0 if none
   int clipped_steps = 0;
@@ -373,6 +380,11 @@ run_summary train(const method& m, const rnn& init, const sequences& heldout, co
     const bool finite = std::isfinite(loss) && std::isfinite(r.total_norm);
     if (!finite && s.nonfinite_steps++ == 0) s.first_nonfinite = step;
     if (std::isfinite(r.total_norm)) s.max_grad_norm = std::max(s.max_grad_norm, r.total_norm);
+    if (std::isfinite(r.total_norm) && r.total_norm > 0.0) s.min_grad_norm = std::min(s.min_grad_norm, r.total_norm);
+    if (std::isfinite(loss)) {
+      s.min_loss = std::min(s.min_loss, loss);
+      s.max_loss = std::max(s.max_loss, loss);
+    }
     s.clipped_steps += r.clipped ? 1 : 0;
     if (step > cfg.steps - tail) tail_sum += loss;
 
@@ -448,11 +460,198 @@ bool gradcheck(const config& base) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// The picture: a gnuplot script, written beside the CSV, that draws the loss and the gradient norm
+// of every run per step on log scales (steps too: the unclipped run explodes in its first steps)
+// into an SVG. The demo runs gnuplot on it when gnuplot is
+// installed and keeps the script, so the plot can be redrawn or restyled (`gnuplot <script>`).
+// File names reach gnuplot only as gnuplot strings inside the script, and the shell only as one
+// quoted argument (the script's name), so no character of a path is ever interpreted.
+// ------------------------------------------------------------------------------------------------
+struct plot_run {
+  std::string name;   // the CSV's `run` column
+  std::string label;  // the key: name and outcome
+};
+
+// A log axis from lo to hi (powers of ten); lo = hi = 0 leaves it to gnuplot.
+struct plot_axis {
+  double lo = 0.0;
+  double hi = 0.0;
+};
+
+// From the smallest value of any run to 100 times the largest of the runs that did not diverge:
+// a diverged run's 1e300 would otherwise squash every other line into the bottom row, so it leaves
+// the plot at the top instead.
+plot_axis log_axis(double smallest, double largest_kept) {
+  if (!(smallest > 0.0) || !std::isfinite(smallest) || !(largest_kept > 0.0) || !std::isfinite(largest_kept)) {
+    return {};
+  }
+  return {std::pow(10.0, std::floor(std::log10(smallest))),
+          std::pow(10.0, std::ceil(std::log10(100.0 * largest_kept)))};
+}
+
+std::string yrange(const plot_axis& a) {
+  if (a.lo == 0.0 && a.hi == 0.0) return "set autoscale y\n";
+  return "set yrange [" + csv_number(a.lo) + ":" + csv_number(a.hi) + "]\n";
+}
+
+// A gnuplot single-quoted string: nothing in it is special but the quote, which is doubled.
+std::string gnuplot_string(const std::string& s) {
+  std::string out = "'";
+  for (const char c : s) {
+    out += c;
+    if (c == '\'') out += '\'';
+  }
+  return out + "'";
+}
+
+// One argument for the shell of std::system, taken literally.
+std::string shell_argument(const std::string& s) {
+#ifdef _WIN32
+  return '"' + s + '"';  // cmd.exe; names with " % ! ^ are refused before we get here
+#else
+  std::string out = "'";
+  for (const char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+#endif
+}
+
+bool usable_in_script(const std::string& path) {
+  for (const char c : path) {
+    if (static_cast<unsigned char>(c) < 0x20) return false;  // a newline would end the gnuplot line
+#ifdef _WIN32
+    if (c == '"' || c == '%' || c == '!' || c == '^') return false;
+#endif
+  }
+  return true;
+}
+
+void write_plot_script(std::ostream& gp, const std::string& csv, const std::string& svg,
+                       const std::vector<plot_run>& runs, const config& cfg, double baseline,
+                       const plot_axis& loss_axis, const plot_axis& norm_axis) {
+  // One colour per run, the same in both panels: the unclipped run red, global-norm clipping blue.
+  static const char* const colors[] = {"#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b",
+                                       "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  constexpr std::size_t ncolors = sizeof colors / sizeof colors[0];
+  // The reference line first (drawn under the runs), then the runs last to first, so that the
+  // first rows of the table (no clipping, value, global norm) lie on top; `set key invert` lists
+  // them in the table's order. Text is `noenhanced`: run names have underscores.
+  auto series = [&](int column, const std::string& reference, const std::string& reference_title, bool titled) {
+    std::string clauses = "plot " + reference + " with lines dt 2 lw 1.2 lc rgb '#444444' title " +
+                          gnuplot_string(reference_title) + " noenhanced";
+    for (std::size_t k = runs.size(); k-- > 0;) {
+      clauses += ", \\\n     data using 1:(strcol(2) eq " + gnuplot_string(runs[k].name) + " ? $" +
+                 std::to_string(column) + " : NaN) with lines lw 1.4 lc rgb '" + colors[k % ncolors] + "' " +
+                 (titled ? "title " + gnuplot_string(runs[k].label) + " noenhanced" : std::string("notitle"));
+    }
+    return clauses + "\n";
+  };
+  const std::string title = "exploding_rnn: a vanilla RNN trained by SGD with backpropagation through " +
+                            std::to_string(cfg.seq_len) + " steps, once per clipping method (seed " +
+                            std::to_string(cfg.seed) + ")";
+  gp << "# exploding_rnn: training loss and gradient norm per step of every run, log scales.\n"
+        "# Written by the demo beside its CSV; `gnuplot <this file>` draws the plot again.\n"
+        "set terminal svg size 1040,720 enhanced font 'Helvetica,13' background rgb 'white'\n"
+        "set output " << gnuplot_string(svg) << "\n"
+        "data = " << gnuplot_string(csv) << "\n"
+        "set datafile separator ','\n"
+        "set logscale xy\n"
+        "set xrange [1:" << cfg.steps << "]\n"
+        "set format y '10^{%L}'\n"
+        "set grid xtics ytics lc rgb '#dddddd'\n"
+        "set lmargin at screen 0.09\n"
+        "set rmargin at screen 0.71\n"
+        "set multiplot title " << gnuplot_string(title) << " noenhanced\n"
+        "set tmargin at screen 0.92\n"
+        "set bmargin at screen 0.54\n"
+        "set key at screen 0.73,0.92 left top Left reverse invert samplen 2 spacing 1.3\n"
+        "set format x ''\n"
+        "set ylabel 'training loss (batch MSE)'\n"
+     << yrange(loss_axis) << "baseline = " << csv_number(baseline) << "\n"
+     << series(3, "baseline", "loss of predicting the mean", true)
+     << "set tmargin at screen 0.48\n"
+        "set bmargin at screen 0.10\n"
+        "set key at screen 0.73,0.48\n"
+        "set format x '%g'\n"
+        "set xlabel 'SGD step'\n"
+        "set ylabel 'gradient norm before clipping'\n"
+     << yrange(norm_axis) << "max_norm = " << csv_number(cfg.max_norm) << "\n"
+     << series(4, "max_norm", "max_norm of global_norm", false) << "unset multiplot\n";
+}
+
+// Writes the script and, when gnuplot is installed, the SVG. Never fails the run: a plot that
+// cannot be drawn is reported, and the CSV is there either way.
+void plot(const std::string& svg_path, const std::string& csv_path, const std::vector<run_summary>& results,
+          const config& cfg, double baseline) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // Absolute names in the script, so that it redraws the plot from any directory.
+  const fs::path svg = fs::absolute(svg_path, ec);
+  const fs::path csv = ec ? fs::path() : fs::absolute(csv_path, ec);
+  fs::path script = svg;
+  script.replace_extension(".gp");
+  if (script == svg || script == csv) script = svg.string() + ".gp";  // never overwrite the plot or the data
+  if (ec || !usable_in_script(svg.string()) || !usable_in_script(csv.string())) {
+    std::printf("plot: not drawn (cannot name %s or %s in a gnuplot script)\n", svg_path.c_str(), csv_path.c_str());
+    return;
+  }
+  std::vector<plot_run> runs;
+  double min_loss = std::numeric_limits<double>::infinity(), min_norm = min_loss;
+  double max_loss_kept = 0.0, max_norm_kept = 0.0;
+  for (const run_summary& s : results) {
+    const outcome o = classify(s, baseline);
+    std::string label = s.name + ": " + to_string(o);
+    if (s.nonfinite_steps > 0) label += ", NaN from step " + std::to_string(s.first_nonfinite);
+    runs.push_back({s.name, label});
+    min_loss = std::min(min_loss, s.min_loss);
+    min_norm = std::min(min_norm, s.min_grad_norm);
+    if (o != outcome::diverged) {
+      max_loss_kept = std::max(max_loss_kept, s.max_loss);
+      max_norm_kept = std::max(max_norm_kept, s.max_grad_norm);
+    }
+  }
+  {
+    std::ofstream gp(script);
+    write_plot_script(gp, csv.string(), svg.string(), runs, cfg, baseline, log_axis(min_loss, max_loss_kept),
+                      log_axis(min_norm, max_norm_kept));
+    gp.close();
+    if (!gp) {
+      std::printf("plot: not drawn (cannot write %s)\n", script.string().c_str());
+      return;
+    }
+  }
+#ifdef _WIN32
+  const char* const probe = "gnuplot --version >NUL 2>&1";
+#else
+  const char* const probe = "gnuplot --version >/dev/null 2>&1";
+#endif
+  if (std::system(probe) != 0) {
+    std::printf("plot: gnuplot not found, no plot drawn; install it (Debian: apt-get install gnuplot-nox) and run "
+                "gnuplot %s\n", shell_argument(script.string()).c_str());
+    return;
+  }
+  std::fflush(stdout);  // the child writes to the same stream
+  const std::string command = "gnuplot " + shell_argument(script.string());
+  if (std::system(command.c_str()) != 0) {
+    std::printf("plot: gnuplot failed on %s; no plot drawn\n", script.string().c_str());
+    return;
+  }
+  std::printf("plot: %s (gnuplot script %s)\n", svg.string().c_str(), script.string().c_str());
+}
+
+// ------------------------------------------------------------------------------------------------
 // Command line
 // ------------------------------------------------------------------------------------------------
 struct options {
   config cfg;
   std::string csv_path = "exploding_rnn.csv";
+  std::string plot_path;  // empty: the CSV's path with the extension .svg
+  bool plot = true;
   bool quiet = false;
   bool check = false;
   bool gradcheck = false;
@@ -460,9 +659,13 @@ struct options {
 
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: exploding_rnn [--steps N] [--csv PATH] [--seed S] [--quiet] [--check] [--gradcheck]\n"
+               "usage: exploding_rnn [--steps N] [--csv PATH] [--plot PATH] [--no-plot] [--seed S] [--quiet]\n"
+               "                     [--check] [--gradcheck]\n"
                "  --steps N     SGD steps per run (default 1500)\n"
                "  --csv PATH    per-step log: step,run,loss,grad_norm_before,clipped (default exploding_rnn.csv)\n"
+               "  --plot PATH   SVG of loss and gradient norm per step, drawn by gnuplot from a script written\n"
+               "                beside it (PATH with the extension .gp); default: the CSV's path with .svg\n"
+               "  --no-plot     neither the script nor the plot\n"
                "  --seed S      seed of the initial weights and the data (default 42)\n"
                "  --quiet       print only the summary\n"
                "  --check       exit 1 unless no clipping fails and global-norm clipping converges\n"
@@ -490,6 +693,10 @@ options parse(int argc, char** argv) {
       if (used != v.size()) throw std::invalid_argument("bad --seed: " + v);
     } else if (arg == "--csv") {
       o.csv_path = value();
+    } else if (arg == "--plot") {
+      o.plot_path = value();
+    } else if (arg == "--no-plot") {
+      o.plot = false;
     } else if (arg == "--quiet") {
       o.quiet = true;
     } else if (arg == "--check") {
@@ -550,6 +757,11 @@ int run(const options& opt) {
                 to_string(classify(s, baseline)));
   }
   std::printf("per-step log: %s\n", opt.csv_path.c_str());
+  if (opt.plot) {
+    std::string svg = opt.plot_path;
+    if (svg.empty()) svg = std::filesystem::path(opt.csv_path).replace_extension(".svg").string();
+    plot(svg, opt.csv_path, results, cfg, baseline);
+  }
 
   if (!opt.check) return 0;
   auto find = [&](const std::string& name) -> const run_summary& {

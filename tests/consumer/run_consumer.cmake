@@ -7,6 +7,10 @@
 #   pkgconfig         the same install, then compile main.cpp with `pkg-config --cflags gradclip`
 #   add_subdirectory  add_subdirectory(GRADCLIP_SOURCE_DIR)
 #   fetchcontent      FetchContent from a file:// archive of the files a release ships
+#   plain_install     configure GRADCLIP_SOURCE_DIR as `cmake -S . -B build` does, with Catch2, Google
+#                     Benchmark, MPI and libtorch hidden (CMAKE_DISABLE_FIND_PACKAGE_<name>): it must
+#                     succeed, print one skip message per missing dependency and install; the install
+#                     is then used with find_package. With -DGRADCLIP_BUILD_TESTS=ON it must fail.
 # Options passed on to the consumer's configure step: CMAKE_GENERATOR, CMAKE_GENERATOR_PLATFORM,
 # CMAKE_GENERATOR_TOOLSET, CMAKE_MAKE_PROGRAM, CMAKE_CXX_COMPILER, CMAKE_BUILD_TYPE, Eigen3_DIR.
 # PKG_CONFIG_EXECUTABLE is needed for MODE pkgconfig. WORK_DIR is emptied first.
@@ -42,10 +46,9 @@ function(install_gradclip prefix)
     run("${CMAKE_COMMAND}" --install "${GRADCLIP_BINARY_DIR}" --prefix "${prefix}" ${config_args})
 endfunction()
 
-# Configures <project> (a folder beside this script) in WORK_DIR/build with the extra cache
-# arguments given, builds it and runs its tests.
-function(build_and_run project)
-    set(args -S "${consumer_dir}/${project}" -B "${WORK_DIR}/build")
+# The generator, toolchain and Eigen arguments every configure step here passes on, into <out>.
+function(toolchain_args out)
+    set(args "")
     if(CMAKE_GENERATOR)
         list(APPEND args -G "${CMAKE_GENERATOR}")
     endif()
@@ -60,6 +63,14 @@ function(build_and_run project)
             list(APPEND args "-D${var}=${${var}}")
         endif()
     endforeach()
+    set(${out} "${args}" PARENT_SCOPE)
+endfunction()
+
+# Configures <project> (a folder beside this script) in WORK_DIR/build with the extra cache
+# arguments given, builds it and runs its tests.
+function(build_and_run project)
+    toolchain_args(toolchain)
+    set(args -S "${consumer_dir}/${project}" -B "${WORK_DIR}/build" ${toolchain})
     set(config Release)
     if(CMAKE_BUILD_TYPE)
         set(config "${CMAKE_BUILD_TYPE}")
@@ -144,6 +155,60 @@ elseif(MODE STREQUAL "fetchcontent")
         set(url "file:///${archive}")
     endif()
     build_and_run(fetchcontent "-DGRADCLIP_URL=${url}" "-DGRADCLIP_URL_HASH=${hash}")
+
+elseif(MODE STREQUAL "plain_install")
+    set(hidden "")
+    foreach(package Catch2 benchmark MPI Torch)
+        list(APPEND hidden "-DCMAKE_DISABLE_FIND_PACKAGE_${package}=ON")
+    endforeach()
+    toolchain_args(args)
+    set(build "${WORK_DIR}/gradclip")
+    string(REPLACE ";" " " shown "${hidden}")
+    message(STATUS "> cmake -S ${GRADCLIP_SOURCE_DIR} -B ${build} ${shown}")
+    execute_process(COMMAND "${CMAKE_COMMAND}" -S "${GRADCLIP_SOURCE_DIR}" -B "${build}" ${args} ${hidden}
+        RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+    message("${out}")
+    if(NOT rc EQUAL 0)
+        message(FATAL_ERROR "configuring gradclip without its test dependencies failed (${rc})")
+    endif()
+    # One message for each dependency left out, exactly once (the patterns stop before the messages'
+    # semicolons, which would split the list of matches).
+    foreach(skip
+            "gradclip: Catch2 not found"
+            "gradclip: Google Benchmark not found"
+            "gradclip: MPI not found"
+            "gradclip: libtorch not found")
+        string(REGEX MATCHALL "${skip}" hits "${out}")
+        list(LENGTH hits n)
+        if(NOT n EQUAL 1)
+            message(FATAL_ERROR "expected the message '${skip}' once in the configure output, got it ${n} times")
+        endif()
+    endforeach()
+    # The tests stayed on by default (nothing asked for them), which is the case that must not fail.
+    file(STRINGS "${build}/CMakeCache.txt" tests_option REGEX "^GRADCLIP_BUILD_TESTS:BOOL=")
+    if(NOT tests_option STREQUAL "GRADCLIP_BUILD_TESTS:BOOL=ON")
+        message(FATAL_ERROR "expected GRADCLIP_BUILD_TESTS to default to ON, got '${tests_option}'")
+    endif()
+
+    set(prefix "${WORK_DIR}/prefix")
+    set(GRADCLIP_BINARY_DIR "${build}")
+    install_gradclip("${prefix}")
+    foreach(file include/gradclip/gradclip.hpp share/cmake/gradclip/gradclipConfig.cmake)
+        if(NOT EXISTS "${prefix}/${file}")
+            message(FATAL_ERROR "the install has no ${file}")
+        endif()
+    endforeach()
+    build_and_run(find_package "-DCMAKE_PREFIX_PATH=${prefix}")
+
+    # Tests asked for explicitly (as the CI presets do) need Catch2: that configure must fail.
+    execute_process(COMMAND "${CMAKE_COMMAND}" -S "${GRADCLIP_SOURCE_DIR}" -B "${WORK_DIR}/asked"
+            ${args} ${hidden} -DGRADCLIP_BUILD_TESTS=ON
+        RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+    if(rc EQUAL 0 OR NOT out MATCHES "Catch2")
+        message("${out}")
+        message(FATAL_ERROR "-DGRADCLIP_BUILD_TESTS=ON without Catch2 must fail the configure, naming Catch2")
+    endif()
+    message(STATUS "-DGRADCLIP_BUILD_TESTS=ON without Catch2 fails, as it must")
 
 else()
     message(FATAL_ERROR "run_consumer.cmake: unknown MODE '${MODE}'")
