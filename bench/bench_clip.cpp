@@ -334,6 +334,20 @@ void BM_group_global_norm(benchmark::State& state) {
   s.done(state);
 }
 
+// The same norm with every buffer's norm from the same pass (global_norm's buffer_norms).
+template <class T>
+void BM_group_global_norm_buffer_norms(benchmark::State& state) {
+  grouped<T> s;
+  if (!s.init(state)) return;
+  std::vector<double> norms;
+  for (auto _ : state) {
+    double r = gradclip::global_norm(s.g, 2.0, norms);
+    benchmark::DoNotOptimize(r);
+    benchmark::DoNotOptimize(norms.data());
+  }
+  s.done(state);
+}
+
 template <class T>
 void BM_group_clip_global(benchmark::State& state) {
   grouped<T> s;
@@ -507,6 +521,17 @@ void group_args_1t(benchmark::internal::Benchmark* b) {
   b->ArgNames({"buffers", "size", "omp"})->UseRealTime()->Args({10000, 100, 1});
 }
 
+// The per-buffer norms' cost: many small buffers and a few large ones.
+void buffer_norms_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"buffers", "size", "omp"})->UseRealTime()->Args({10000, 100, 1});
+  if (100 * 100000 <= max_elements()) b->Args({100, 100000, 1});
+}
+
+void large_buffers_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"buffers", "size", "omp"})->UseRealTime();
+  if (100 * 100000 <= max_elements()) b->Args({100, 100000, 1});
+}
+
 // half and bfloat16: 1 thread, up to 1e7.
 void sixteen_bit_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "omp"})->UseRealTime();
@@ -579,6 +604,8 @@ GRADCLIP_BENCH_BOTH(BM_group_clip_coefficient, group_args_1t);
 GRADCLIP_BENCH_BOTH(BM_group_clip_by_value, group_args_1t);
 GRADCLIP_BENCH_BOTH(BM_group_eigen_squaredNorm_scale, group_args_1t);
 BENCHMARK_TEMPLATE(BM_group_global_norm, float)->Apply(guard_args);
+BENCHMARK_TEMPLATE(BM_group_global_norm_buffer_norms, float)->Apply(buffer_norms_args);
+BENCHMARK_TEMPLATE(BM_group_global_norm, float)->Apply(large_buffers_args);
 BENCHMARK_TEMPLATE(BM_group_nonfinite_guard, float)->Apply(guard_args);
 
 BENCHMARK_TEMPLATE(BM_read_roofline, float)->Apply(each_roofline_args);

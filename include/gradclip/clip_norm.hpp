@@ -58,6 +58,22 @@ clip_result clip_by_global_norm(Group&& group, double max_norm, const clip_optio
   return detail::clip_given_norm(group, max_norm, total, options);
 }
 
+// The same clip and, from the norm's own read of the data, every buffer's norm
+// before clipping (buffer_norms, resized to the group's buffer count; the bits
+// norm(buffer i) gives). The data, the result and the group's norm are the bits of
+// the call without buffer_norms. Throws as that call; buffer_norms is unchanged by
+// std::invalid_argument and already filled when nonfinite_error is thrown (it
+// shows which buffers are not finite).
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, double max_norm, const clip_options& options,
+                                std::vector<double>& buffer_norms) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_clip_options(max_norm, options);
+  const double total = detail::total_and_buffer_norms(group, detail::spec_of(options), buffer_norms);
+  return detail::clip_given_norm(group, max_norm, total, options);
+}
+
 // The same for one buffer.
 template <class Buffer>
 clip_result clip_by_norm(Buffer&& x, double max_norm, const clip_options& options = {}) {
@@ -106,8 +122,7 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
                                            const clip_options& options = {}) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::clip_each_by_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  std::size_t count = 0;
-  detail::for_each_buffer(group, [&count](std::size_t, const auto&) { ++count; });
+  const std::size_t count = detail::buffer_count(group);
   std::vector<double> limits;
   if constexpr (std::is_arithmetic_v<MaxNorms>) {
     detail::check_max_norm(static_cast<double>(max_norms));  // also for an empty group
@@ -125,13 +140,14 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
   const auto spec = detail::spec_of(options);
   std::vector<clip_result> results(count);
   if (options.on_nonfinite == nonfinite::error) {
+    std::vector<double> norms(count);
+    detail::kernels::measure(group, spec, detail::kernels::count_all{}, detail::buffer_norm_sink{norms.data(), spec});
     std::vector<detail::kernels::decision> decisions(count);
-    detail::kernels::measure_each(group, spec, [&](std::size_t i, const norm_partial& part) {
-      const double total = detail::kernels::norm_accumulator::finish(part, spec);
-      if (!detail::is_finite(total)) throw nonfinite_error(total, i);
-      decisions[i] = detail::kernels::decide(total, {limits[i], options.eps}, options.on_nonfinite);
-      results[i] = {total, decisions[i].reported(), decisions[i].scales()};
-    });
+    for (std::size_t i = 0; i < count; ++i) {
+      if (!detail::is_finite(norms[i])) throw nonfinite_error(norms[i], i);
+      decisions[i] = detail::kernels::decide(norms[i], {limits[i], options.eps}, options.on_nonfinite);
+      results[i] = {norms[i], decisions[i].reported(), decisions[i].scales()};
+    }
     detail::for_each_buffer(group, [&](std::size_t i, const auto& v) {
       if (decisions[i].scales()) detail::kernels::apply(v, decisions[i].k);
     });

@@ -7,6 +7,7 @@
 #include "buffer.hpp"
 #include "norm.hpp"
 #include "clip_norm.hpp"
+#include "contributors.hpp"
 #include "clip_value.hpp"
 #include "loss_scale.hpp"
 #include "adaptive/norm_stats.hpp"
@@ -15,6 +16,7 @@
 #include "adaptive/rms.hpp"
 #include "adaptive/auto_clip.hpp"
 #include "adaptive/nonfinite_guard.hpp"
+#include "adaptive/spike_guard.hpp"
 #include "adaptive/zclip.hpp"
 #include "adaptive/adagc.hpp"
 

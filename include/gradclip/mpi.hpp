@@ -52,6 +52,7 @@
 
 #include <cstddef>
 #include <limits>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -200,13 +201,6 @@ inline void require_mpi_running(MPI_Comm comm) {
   if (inter) throw std::invalid_argument("gradclip::mpi: comm is an intercommunicator; pass an intracommunicator");
 }
 
-template <class Group>
-std::size_t buffer_count(const Group& group) {
-  std::size_t count = 0;
-  for_each_buffer(group, [&count](std::size_t, const auto&) { ++count; });
-  return count;
-}
-
 inline void check_mask(std::size_t mask_size, std::size_t buffers) {
   if (mask_size != buffers) {
     throw std::invalid_argument("gradclip::mpi: the replicated mask has " + std::to_string(mask_size) +
@@ -216,20 +210,25 @@ inline void check_mask(std::size_t mask_size, std::size_t buffers) {
 
 // This rank's share of the norm: the group through the measure stage, the
 // flagged buffers left out on every rank but rank 0.
+// With buffer_norms, every buffer's own norm (counted or not) from the same pass.
 template <class Group>
 norm_partial shard_partial(const Group& group, const std::vector<bool>* replicated, int rank,
-                           const kernels::norm_spec& spec) noexcept {
-  if (replicated == nullptr || rank == 0) return kernels::measure(group, spec);
-  return kernels::measure(group, spec, [replicated](std::size_t i) { return !(*replicated)[i]; });
+                           const kernels::norm_spec& spec, std::vector<double>* buffer_norms) noexcept {
+  const auto measure = [&](auto counted) {
+    if (buffer_norms == nullptr) return kernels::measure(group, spec, counted);
+    return kernels::measure(group, spec, counted, buffer_norm_sink{buffer_norms->data(), spec});
+  };
+  if (replicated == nullptr || rank == 0) return measure(kernels::count_all{});
+  return measure([replicated](std::size_t i) { return !(*replicated)[i]; });
 }
 
 // Validates locally, all-reduces the partials together with the arguments and the
 // verdict, and throws on every rank if any rank's arguments were bad. Returns the
-// global norm.
+// global norm; buffer_norms, when given, gets this rank's buffers' norms.
 template <class Group>
 double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_Comm comm, double norm_type,
                    norm_accuracy accuracy, double max_norm, double eps, double policy,
-                   void (*validate)(double, double, double, double)) {
+                   void (*validate)(double, double, double, double), std::vector<double>* buffer_norms = nullptr) {
   require_mpi_running(comm);
   int rank = 0;
   check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
@@ -242,10 +241,17 @@ double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_
   } catch (const std::invalid_argument& e) {
     local_error = e.what();
   }
+  if (local_error.empty() && buffer_norms != nullptr) {
+    try {  // sized before the collective: a rank that cannot must not leave the others waiting
+      buffer_norms->resize(buffer_count(group));
+    } catch (const std::bad_alloc&) {
+      local_error = "gradclip::mpi: out of memory for buffer_norms";
+    }
+  }
 
   message m{1.0, 0.0, norm_type, max_norm, eps, policy, status_ok};
   if (local_error.empty()) {
-    const norm_partial part = shard_partial(group, replicated, rank, spec_of(norm_type, accuracy));
+    const norm_partial part = shard_partial(group, replicated, rank, spec_of(norm_type, accuracy), buffer_norms);
     m.scale = part.scale;
     m.sum = part.sum;
   } else {
@@ -281,9 +287,9 @@ inline double policy_code(nonfinite policy) noexcept { return static_cast<double
 
 template <class Group>
 clip_result clip(Group&& group, const std::vector<bool>* replicated, double max_norm, MPI_Comm comm,
-                 const clip_options& options) {
+                 const clip_options& options, std::vector<double>* buffer_norms = nullptr) {
   const double total = reduce_norm(group, replicated, comm, options.norm_type, options.accuracy, max_norm,
-                                   options.eps, policy_code(options.on_nonfinite), &validate_clip);
+                                   options.eps, policy_code(options.on_nonfinite), &validate_clip, buffer_norms);
   // Every rank holds the same total, so every rank takes the same decision here.
   return gradclip::clip_with_norm(group, max_norm, total, options);
 }
@@ -316,6 +322,28 @@ double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_
                                   &detail::mpi::validate_norm_type);
 }
 
+// The same norm and this rank's buffers' own norms from the same pass, in group
+// order (buffer_norms resized to the group's buffer count; the bits
+// gradclip::norm gives for each buffer, replicated ones included). The returned
+// norm is the bits of the call without buffer_norms.
+template <class Group>
+double global_norm(const Group& group, MPI_Comm comm, double norm_type, std::vector<double>& buffer_norms,
+                   norm_accuracy accuracy = norm_accuracy::fast) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  return detail::mpi::reduce_norm(group, nullptr, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
+                                  &detail::mpi::validate_norm_type, &buffer_norms);
+}
+
+template <class Group>
+double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type,
+                   std::vector<double>& buffer_norms, norm_accuracy accuracy = norm_accuracy::fast) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  return detail::mpi::reduce_norm(group, &replicated, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
+                                  &detail::mpi::validate_norm_type, &buffer_norms);
+}
+
 // gradclip::clip_by_global_norm over the union of all ranks' groups: every rank
 // scales its own group by max_norm / (global norm + eps) when that is < 1 and
 // returns the same total_norm, scale and clipped. Collective over comm; the
@@ -336,6 +364,25 @@ clip_result clip_by_global_norm(Group&& group, const std::vector<bool>& replicat
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
   return detail::mpi::clip(group, &replicated, max_norm, comm, options);
+}
+
+// Both clips, with this rank's buffers' norms before clipping from the norm's own
+// pass (as global_norm with buffer_norms); data and result are the bits of the
+// call without them.
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, double max_norm, MPI_Comm comm, const clip_options& options,
+                                std::vector<double>& buffer_norms) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  return detail::mpi::clip(group, nullptr, max_norm, comm, options, &buffer_norms);
+}
+
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, const std::vector<bool>& replicated, double max_norm, MPI_Comm comm,
+                                const clip_options& options, std::vector<double>& buffer_norms) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  return detail::mpi::clip(group, &replicated, max_norm, comm, options, &buffer_norms);
 }
 
 }  // namespace gradclip::mpi

@@ -12,6 +12,9 @@
 #ifndef GRADCLIP_NORM_HPP
 #define GRADCLIP_NORM_HPP
 
+#include <cstddef>
+#include <vector>
+
 #include "buffer.hpp"
 #include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
@@ -22,9 +25,26 @@ namespace gradclip {
 namespace detail {
 
 // The norm of a group: measure, then the p-th root of the combined partial.
+// report(i, partial): each buffer's own partial, from the same pass (measure).
+template <class G, class Report = kernels::report_none>
+double total_norm(G&& g, const kernels::norm_spec& spec, Report&& report = {}) noexcept {
+  return kernels::norm_accumulator::finish(kernels::measure(g, spec, kernels::count_all{}, report), spec);
+}
+
+// measure's report as norms: buffer i's into out[i].
+struct buffer_norm_sink {
+  double* out;
+  kernels::norm_spec spec;
+  void operator()(std::size_t i, const kernels::norm_partial& part) const noexcept {
+    out[i] = kernels::norm_accumulator::finish(part, spec);
+  }
+};
+
+// total_norm, with buffer_norms sized to the group and filled by the same pass.
 template <class G>
-double total_norm(G&& g, const kernels::norm_spec& spec) noexcept {
-  return kernels::norm_accumulator::finish(kernels::measure(g, spec), spec);
+double total_and_buffer_norms(G&& g, const kernels::norm_spec& spec, std::vector<double>& buffer_norms) {
+  buffer_norms.resize(buffer_count(g));  // the one step that may throw (bad_alloc), before any read
+  return total_norm(g, spec, buffer_norm_sink{buffer_norms.data(), spec});
 }
 
 }  // namespace detail
@@ -39,6 +59,21 @@ double global_norm(const Group& group, double norm_type = 2.0, norm_accuracy acc
   detail::check_norm_type(norm_type);
   detail::check_accuracy(accuracy);
   return detail::total_norm(group, detail::spec_of(norm_type, accuracy));
+}
+
+// The same norm and, from the same read of the data, every buffer's own norm in
+// group order: buffer_norms is resized to the group's buffer count and
+// buffer_norms[i] is the bits norm(buffer i, norm_type, accuracy) gives. The
+// returned norm is the bits of the call without buffer_norms. Throws
+// std::invalid_argument (buffer_norms unchanged) if norm_type is not > 0.
+template <class Group>
+double global_norm(const Group& group, double norm_type, std::vector<double>& buffer_norms,
+                   norm_accuracy accuracy = norm_accuracy::fast) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  detail::check_norm_type(norm_type);
+  detail::check_accuracy(accuracy);
+  return detail::total_and_buffer_norms(group, detail::spec_of(norm_type, accuracy), buffer_norms);
 }
 
 // The norm of one buffer. Throws std::invalid_argument if norm_type is not > 0.

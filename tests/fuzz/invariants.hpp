@@ -631,6 +631,11 @@ inline std::string check_norms(fcase& c, double p, bool shift_check = true) {
     return "norm_from_partial(partial_norm(g)) = " + hex(from_partial) + " but global_norm(g) = " + hex(got);
   }
   // Per-buffer partials combined in order and in reverse: the same norm within tolerance.
+  // Per-buffer norms from the group's own pass: each norm()'s bits, the group's unchanged.
+  std::vector<double> buffer_norms;
+  const double observed = c.with_group([&](auto& g) { return gradclip::global_norm(g, p, buffer_norms); });
+  if (!same_bits(observed, got)) return "global_norm with buffer_norms = " + hex(observed) + ", without " + hex(got);
+  if (buffer_norms.size() != c.count()) return "buffer_norms has " + std::to_string(buffer_norms.size()) + " norms";
   std::vector<gradclip::norm_partial> parts;
   for (std::size_t i = 0; i < c.count(); ++i) {
     parts.push_back(c.with_buffer(i, [&](auto& b) { return gradclip::partial_norm(b, p); }));
@@ -638,6 +643,9 @@ inline std::string check_norms(fcase& c, double p, bool shift_check = true) {
     e = check_norm_value(one, ref_norm(c.values(i), p), p, ("norm of buffer " + std::to_string(i)).c_str(),
                          c.buffers[i].type != etype::f64);
     if (!e.empty()) return e;
+    if (!same_bits(one, buffer_norms[i])) {
+      return "buffer_norms[" + std::to_string(i) + "] = " + hex(buffer_norms[i]) + " but norm() = " + hex(one);
+    }
   }
   if (!parts.empty()) {
     gradclip::norm_partial fwd = parts[0], bwd = parts.back();
@@ -667,7 +675,7 @@ inline std::string check_norms(fcase& c, double p, bool shift_check = true) {
 
 // ---- norm clipping -------------------------------------------------------------
 
-enum class clip_api { by_global_norm, with_norm, coefficient, functor, by_norm_single };
+enum class clip_api { by_global_norm, with_norm, coefficient, functor, by_norm_single, by_global_norm_observed };
 
 inline const char* api_name(clip_api a) {
   switch (a) {
@@ -675,6 +683,7 @@ inline const char* api_name(clip_api a) {
     case clip_api::with_norm: return "clip_with_norm";
     case clip_api::coefficient: return "clip_coefficient";
     case clip_api::functor: return "norm_clipper";
+    case clip_api::by_global_norm_observed: return "clip_by_global_norm with buffer_norms";
     default: return "clip_by_norm";
   }
 }
@@ -812,10 +821,19 @@ inline std::string check_clip_norm(fcase& c, clip_api api, double max_norm, cons
   }
 
   gradclip::clip_result r;
+  // The observed call must write and return the plain call's bits: the plain one
+  // runs on a twin.
+  const fcase twin_source = api == clip_api::by_global_norm_observed ? c : fcase{};
+  fcase twin = twin_source;
+  gradclip::clip_result plain;
+  std::vector<double> buffer_norms;
   const call_info info = run([&] {
     switch (api) {
       case clip_api::by_global_norm:
         r = c.with_group([&](auto& g) { return gradclip::clip_by_global_norm(g, max_norm, o); });
+        break;
+      case clip_api::by_global_norm_observed:
+        r = c.with_group([&](auto& g) { return gradclip::clip_by_global_norm(g, max_norm, o, buffer_norms); });
         break;
       case clip_api::with_norm:
         r = c.with_group([&](auto& g) { return gradclip::clip_with_norm(g, max_norm, given_total, o); });
@@ -853,6 +871,22 @@ inline std::string check_clip_norm(fcase& c, clip_api api, double max_norm, cons
     return "";
   }
   if (info.what != outcome::ok) return at + "unexpected " + outcome_name(info.what) + ": " + info.message;
+  if (api == clip_api::by_global_norm_observed) {
+    // buffer_norms: each buffer's norm before the clip, norm()'s bits; the clip's
+    // writes and result: the plain call's.
+    if (buffer_norms.size() != c.count()) return at + std::to_string(buffer_norms.size()) + " buffer norms";
+    for (std::size_t i = 0; i < c.count(); ++i) {
+      const double one = twin.with_buffer(i, [&](auto& b) { return gradclip::norm(b, o.norm_type, o.accuracy); });
+      if (!same_bits(one, buffer_norms[i])) {
+        return at + "buffer_norms[" + std::to_string(i) + "] = " + hex(buffer_norms[i]) + ", norm() = " + hex(one);
+      }
+    }
+    plain = twin.with_group([&](auto& g) { return gradclip::clip_by_global_norm(g, max_norm, o); });
+    if (!same_bits(plain.total_norm, r.total_norm) || !same_bits(plain.scale, r.scale) || plain.clipped != r.clipped) {
+      return at + "the result differs from the call without buffer_norms";
+    }
+    if (twin.bytes() != c.bytes()) return at + "the data differ from the call without buffer_norms";
+  }
   if (!same_bits(r.total_norm, total)) {
     return at + "total_norm " + hex(r.total_norm) + ", expected " + hex(total);
   }

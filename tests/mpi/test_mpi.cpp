@@ -471,6 +471,54 @@ TEMPLATE_TEST_CASE("replicated buffers count once and are scaled on every rank",
   }
 }
 
+TEMPLATE_TEST_CASE("each rank gets its own buffers' norms from the same pass", "[mpi][buffer_norms]", float, double) {
+  using T = TestType;
+  const place me = where(MPI_COMM_WORLD);
+  INFO(describe(MPI_COMM_WORLD));
+  for (double p : {1.0, 2.0, 3.0, ref::inf}) {
+    for (auto accuracy : {gradclip::norm_accuracy::fast, gradclip::norm_accuracy::exact}) {
+      INFO("p = " << p << ", accuracy " << static_cast<int>(accuracy));
+      const model_t<T> before = make_model<T>(41, 20, 3.0);
+      const auto pieces = random_sharding(before, me.size, 42);
+      model_t<T> plain = before, observed = before;
+      auto plain_shard = shard_of(plain, pieces, me.rank);
+      auto observed_shard = shard_of(observed, pieces, me.rank);
+      // Every other buffer of the shard flagged replicated: it counts on rank 0 only,
+      // and its norm is still reported on every rank.
+      std::vector<bool> mask(observed_shard.size());
+      for (std::size_t i = 0; i < mask.size(); i += 2) mask[i] = true;
+
+      std::vector<double> norms = {-1.0};
+      const double g = gradclip::mpi::global_norm(observed_shard, MPI_COMM_WORLD, p, norms, accuracy);
+      CHECK(ref::same_bits(g, gradclip::mpi::global_norm(plain_shard, MPI_COMM_WORLD, p, accuracy)));
+      CHECK(norms.size() == observed_shard.size());
+      for (std::size_t i = 0; i < norms.size() && i < observed_shard.size(); ++i) {
+        CHECK(ref::same_bits(norms[i], gradclip::norm(observed_shard[i], p, accuracy)));
+      }
+      std::vector<double> masked_norms;
+      const double gm = gradclip::mpi::global_norm(observed_shard, mask, MPI_COMM_WORLD, p, masked_norms, accuracy);
+      CHECK(ref::same_bits(gm, gradclip::mpi::global_norm(plain_shard, mask, MPI_COMM_WORLD, p, accuracy)));
+      CHECK(masked_norms == norms);
+
+      gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+      options.accuracy = accuracy;
+      const double max_norm = g / 2;
+      const auto r0 = gradclip::mpi::clip_by_global_norm(plain_shard, max_norm, MPI_COMM_WORLD, options);
+      std::vector<double> clip_norms;
+      const auto r1 = gradclip::mpi::clip_by_global_norm(observed_shard, max_norm, MPI_COMM_WORLD, options, clip_norms);
+      CHECK(ref::same_bits(r0.total_norm, r1.total_norm));
+      CHECK(ref::same_bits(r0.scale, r1.scale));
+      CHECK(clip_norms == norms);  // before clipping
+      CHECK(same_model_bits(plain, observed));
+      const auto m0 = gradclip::mpi::clip_by_global_norm(plain_shard, mask, max_norm / 2, MPI_COMM_WORLD, options);
+      const auto m1 =
+          gradclip::mpi::clip_by_global_norm(observed_shard, mask, max_norm / 2, MPI_COMM_WORLD, options, clip_norms);
+      CHECK(ref::same_bits(m0.total_norm, m1.total_norm));
+      CHECK(same_model_bits(plain, observed));
+    }
+  }
+}
+
 TEST_CASE("extreme magnitudes on different ranks need the scaled partials", "[mpi][range]") {
   const place me = where(MPI_COMM_WORLD);
   INFO(describe(MPI_COMM_WORLD));

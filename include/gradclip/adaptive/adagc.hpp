@@ -113,24 +113,23 @@ class adagc {
   adagc_result operator()(Group&& group) {
     static_assert(is_group_v<Group> || is_buffer_v<Group>,
                   "gradclip::adagc: not a group of buffers (see gradclip/buffer.hpp)");
-    std::size_t count = 0;
-    detail::for_each_buffer(group, [&count](std::size_t, const auto&) { ++count; });
+    const std::size_t count = detail::buffer_count(group);
     if (sized_ && count != gamma_.size()) {
       throw std::invalid_argument("gradclip::adagc: a group of " + std::to_string(count) + " buffers, but this clipper tracks " +
                                   std::to_string(gamma_.size()));
     }
 
-    // One pass: every buffer's norm, and the group's from the same partials.
+    // One pass: the group's norm and every buffer's.
     const auto spec = detail::spec_of(options_);
     adagc_result result;
     result.buffers.resize(count);
+    result.total_norm = detail::total_norm(group, spec, [&result, &spec](std::size_t i, const norm_partial& part) noexcept {
+      result.buffers[i].total_norm = detail::kernels::norm_accumulator::finish(part, spec);
+    });
     std::size_t first_bad = nonfinite_error::npos;
-    const detail::kernels::norm_partial total =
-        detail::kernels::measure_each(group, spec, [&](std::size_t i, const detail::kernels::norm_partial& part) {
-          result.buffers[i].total_norm = detail::kernels::norm_accumulator::finish(part, spec);
-          if (first_bad == nonfinite_error::npos && !detail::is_finite(result.buffers[i].total_norm)) first_bad = i;
-        });
-    result.total_norm = detail::kernels::norm_accumulator::finish(total, spec);
+    for (std::size_t i = 0; i < count && first_bad == nonfinite_error::npos; ++i) {
+      if (!detail::is_finite(result.buffers[i].total_norm)) first_bad = i;
+    }
     result.warmup = step_ < static_cast<std::uint64_t>(options_.warmup_steps);
     // (The group's norm can overflow with every buffer's finite: only the warm-up uses it.)
     if (options_.on_nonfinite == nonfinite::error &&

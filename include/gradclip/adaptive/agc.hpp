@@ -139,13 +139,6 @@ void for_each_buffer_pair(Ws& ws, Gs& gs, F&& f) {
   for_each_buffer_object(gs, [&](std::size_t i, auto& g) { with_buffer_object(ws, i, [&](auto& w) { f(i, w, g); }); });
 }
 
-template <class G>
-std::size_t buffer_count(G&& g) noexcept {
-  std::size_t n = 0;
-  for_each_buffer_object(g, [&n](std::size_t, auto&&) { ++n; });
-  return n;
-}
-
 // AGC's units: the rows or columns of a matrix with both dimensions > 1, else the
 // whole buffer as one unit.
 template <class X>

@@ -204,6 +204,24 @@ void for_each_buffer(G&& g, F&& f) {
   }
 }
 
+// How many buffers a group holds (a buffer is a group of one).
+template <class G>
+std::size_t buffer_count(G&& g) noexcept {
+  using P = plain_t<G>;
+  if constexpr (is_strided_view<P>::value || is_buffer_v<P>) {
+    return 1;
+  } else if constexpr (group_kind<P>::value == 2) {
+    return std::tuple_size_v<P>;
+  } else if constexpr (std::is_base_of_v<std::random_access_iterator_tag,
+                                         typename std::iterator_traits<decltype(std::begin(g))>::iterator_category>) {
+    return static_cast<std::size_t>(std::end(g) - std::begin(g));
+  } else {
+    std::size_t n = 0;
+    for (auto it = std::begin(g); it != std::end(g); ++it) ++n;
+    return n;
+  }
+}
+
 }  // namespace gradclip::detail
 
 #endif  // GRADCLIP_DETAIL_VIEW_HPP

@@ -4,8 +4,8 @@
 // of segments (a group's buffers, segments.hpp; a matrix's units, unit_layout):
 //
 //   1. measure  (measure.hpp)   segments, norm spec -> partial norms: combined in
-//                               group order (measure), per segment (measure_each),
-//                               per unit (measure_units). Range-safe, written once;
+//                               group order and, from the same pass, per segment
+//                               (measure), per unit (measure_units). Range-safe, written once;
 //                               non-finite data shows in the same pass.
 //   2. decide   (decide.hpp)    norm, limit, policy -> keep / scale by a coefficient
 //                               / fail; the coefficient keeps its precision below

@@ -1,6 +1,7 @@
 // gradclip kernels, stage 1: measure. Segments in, partial norms out: for a group
-// (combined in group order, optionally with a mask of the buffers counted), per
-// segment (measure_each), and per unit of a matrix (measure_units).
+// (combined in group order, optionally with a mask of the buffers counted, and
+// each buffer's own from the same pass when asked), and per unit of a matrix
+// (measure_units).
 //
 // Summation: a run is cut into blocks of block_size elements; each block is summed
 // in lane_count double lanes (arch/), the lanes are reduced in a fixed tree, block
@@ -212,22 +213,119 @@ double max_abs(const strided_view<const T>& v) noexcept {
   return m;
 }
 
-// Sums the terms of many views. Runs shorter than a block share one set of lanes,
-// reduced only once a block's worth of elements has gone in; longer ones are
-// summed on their own (run_sum) and added, in order.
-class sum_accumulator {
+// The sum of one view's terms. Runs shorter than a block share the view's lanes,
+// reduced once a block's worth of elements has gone in; longer ones are summed on
+// their own (run_sum) and added, in order. value() is the view's sum on its own
+// (what its norm uses); a group adds each of its views' terms whole
+// (sum_accumulator), so a view's sum is the same bits whether or not it is part of
+// a group, and reading it (per-buffer norms) changes nothing.
+class view_terms {
  public:
   template <class T>
   void add(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
     for_each_run(v, [&](const T* x, std::size_t n, std::ptrdiff_t stride) {
       if (n >= block_size) {
-        total_.add(run_sum(x, n, stride, spec, scale));
+        runs_.add(run_sum(x, n, stride, spec, scale));
+        reduced_ = true;
         return;
       }
       accumulate_terms(lanes_, x, n, stride, spec, scale);
       pending_ += n;
       if (pending_ >= block_size) flush();
     });
+  }
+
+  // Added up as a group of this one view would (sum_accumulator): the same bits.
+  double value() const noexcept {
+    compensated_sum total;
+    add_runs(total);
+    if (pending_ != 0) {
+      double lanes[lane_count];  // reduced in place: the view's lanes stay whole for a group
+      std::copy(lanes_, lanes_ + lane_count, lanes);
+      total.add(arch::reduce_lanes(lanes));
+    }
+    return total.value();
+  }
+
+ private:
+  friend class sum_accumulator;
+
+  // (A flag, not a test of the sum: a NaN sum must reach the total under
+  // -ffinite-math-only too.)
+  void add_runs(compensated_sum& total) const noexcept {
+    if (reduced_) total.add(runs_.value());
+  }
+
+  void flush() noexcept {
+    runs_.add(arch::reduce_lanes(lanes_));
+    reduced_ = true;
+    for (double& l : lanes_) l = 0.0;
+    pending_ = 0;
+  }
+
+  double lanes_[lane_count] = {};
+  std::size_t pending_ = 0;  // elements in the lanes
+  compensated_sum runs_;     // long runs and flushed lanes
+  bool reduced_ = false;     // whether runs_ holds anything
+};
+
+// Whether a contiguous run of T, shorter than a block, has a kernel that sums its
+// terms in lanes of their own and adds those to a group's lanes in registers
+// (arch accumulate_own): the bits view_terms would give, without its round trip
+// through memory.
+template <class T>
+constexpr bool sums_apart(const norm_spec& spec, double scale) noexcept {
+  if (in_float_lanes<T>(spec)) return scale == 1.0;
+  return std::is_same_v<T, typename element_traits<T>::compute_type> &&
+         (spec.kind == norm_kind::l1 || spec.kind == norm_kind::l2);
+}
+
+// The sum of the terms of many views, each added whole: the lanes of short views
+// are added lane by lane and reduced once a block's worth of elements has gone in
+// (the many small buffers of a group cost no reduction each); what a view already
+// reduced is added to the compensated total, in order.
+class sum_accumulator {
+ public:
+  void add(const view_terms& t) noexcept {
+    t.add_runs(total_);
+    if (t.pending_ == 0) return;
+    for (std::size_t j = 0; j < lane_count; ++j) lanes_[j] += t.lanes_[j];
+    pending_ += t.pending_;
+    if (pending_ >= block_size) flush();
+  }
+
+  // Adds a view's terms whole; with Own, returns the view's own sum (view_sum's bits).
+  template <bool Own = false, class T>
+  double add(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
+    const std::size_t n = v.size();
+    if (n == 0) return 0.0;
+    if (v.outer_size == 1 && v.inner_stride == 1 && n < block_size && sums_apart<T>(spec, scale)) {
+      double own = 0.0;
+      if constexpr (std::is_same_v<typename element_traits<T>::compute_type, float>) {
+        if (in_float_lanes<T>(spec)) {
+          own = spec.kind == norm_kind::l1 ? arch::accumulate_float_own<term::abs, Own>(lanes_, v.data, n)
+                                           : arch::accumulate_float_own<term::square, Own>(lanes_, v.data, n);
+        }
+      }
+      if constexpr (std::is_same_v<T, typename element_traits<T>::compute_type>) {
+        if (!in_float_lanes<T>(spec)) {
+          if (spec.kind == norm_kind::l1) {
+            own = scale == 1.0 ? arch::accumulate_own<term::abs, false, Own>(lanes_, v.data, n, 1.0)
+                               : arch::accumulate_own<term::abs, true, Own>(lanes_, v.data, n, scale);
+          } else {
+            own = scale == 1.0 ? arch::accumulate_own<term::square, false, Own>(lanes_, v.data, n, 1.0)
+                               : arch::accumulate_own<term::square, true, Own>(lanes_, v.data, n, scale);
+          }
+        }
+      }
+      pending_ += n;
+      if (pending_ >= block_size) flush();
+      return own;  // compensated_sum{} plus one value: that value
+    }
+    view_terms t;
+    t.add(v, spec, scale);
+    add(t);
+    return Own ? t.value() : 0.0;
   }
 
   double finish() noexcept {
@@ -323,16 +421,30 @@ struct count_all {
   constexpr bool operator()(std::size_t) const noexcept { return true; }
 };
 
+// measure's default: no per-buffer partials wanted.
+struct report_none {
+  constexpr void operator()(std::size_t, const norm_partial&) const noexcept {}
+};
+
 // The partial of a whole group (or of the buffers i with counted(i)). One fast
 // pass sums every buffer into shared lanes; only when a range-checked buffer is
 // present and the sum says it may have left double's range are the buffers
 // measured one by one, the range-checked ones rescued.
-template <class G, class Counted = count_all>
-norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}) noexcept {
+//
+// report(i, partial), when given, receives every buffer's own partial (counted or
+// not; range-safe, the bits measure_view gives) in group order, from the same read
+// of the data: the group's partial is the same bits with or without it. report
+// must not throw.
+template <class G, class Counted = count_all, class Report = report_none>
+norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}, Report&& report = {}) noexcept {
+  constexpr bool reporting = !std::is_same_v<std::decay_t<Report>, report_none>;
   norm_accumulator acc(spec);
   if (spec.kind == norm_kind::linf) {
     for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
-      if (counted(i)) acc.add({1.0, max_abs(to_const(v))});
+      if (!reporting && !counted(i)) return;
+      const norm_partial part{1.0, max_abs(to_const(v))};
+      if (counted(i)) acc.add(part);
+      if constexpr (reporting) report(i, part);
     });
     return acc.partial();
   }
@@ -341,12 +453,16 @@ norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}) noexcep
   bool any_checked = false;
   double floor = 0.0;
   for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
-    if (!counted(i)) return;
+    if (!counted(i)) {
+      if constexpr (reporting) report(i, measure_view(to_const(v), spec));
+      return;
+    }
     using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
     any_checked = any_checked || range_checked<T>(spec);
     floor = std::max(floor, underflow_floor<T>(spec));
     count += v.size();
-    fast.add(to_const(v), spec, 1.0);
+    const double own = fast.add<reporting>(to_const(v), spec, 1.0);
+    if constexpr (reporting) report(i, checked(to_const(v), spec, own));
   });
   const double sum = fast.finish();
   if (!any_checked || !needs_rescue(sum, count, spec, floor)) return {1.0, sum};
@@ -354,19 +470,6 @@ norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}) noexcep
     if (!counted(i) || v.size() == 0) return;
     using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
     acc.add(range_checked<T>(spec) ? rescued(to_const(v), spec) : norm_partial{1.0, view_sum(to_const(v), spec, 1.0)});
-  });
-  return acc.partial();
-}
-
-// Every buffer's own partial, in group order: f(index, partial) for each; returns
-// them combined (in that order).
-template <class G, class F>
-norm_partial measure_each(G&& g, const norm_spec& spec, F&& f) {
-  norm_accumulator acc(spec);
-  for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
-    const norm_partial part = measure_view(to_const(v), spec);
-    f(i, part);
-    acc.add(part);
   });
   return acc.partial();
 }

@@ -6,6 +6,9 @@
 //   accumulate<term, scaled>(acc, x, n, scale, stream)  acc[i % lane_count] += term(x[i] * scale)
 //   accumulate_float<term>(acc, x, n, stream)         the same terms of float, half or bfloat16
 //                                                     summed in float lanes, in blocks (target.hpp)
+//   accumulate_own, accumulate_float_own(acc, ...)    the same terms summed in lanes of their own
+//                                                     (from 0), added to acc lane by lane; returns
+//                                                     reduce_lanes of them (when asked)
 //   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
 //   decode(out, x, n)                                    half, bfloat16: out[i] = float(x[i]), exact
@@ -75,6 +78,29 @@ struct scalar_arch {
 
   // acc[j % lane_count] += f[j] in ascending j: double lane d takes float lane d,
   // then float lane d + lane_count.
+  // A short buffer of a group: its terms summed in lanes of their own (its own
+  // sum, reduce_lanes of them, returned when Reduce) and those lanes added to the
+  // group's, one addition per lane.
+  template <term K, bool Scaled, bool Reduce, class T>
+  static double accumulate_own(double* acc, const T* x, std::size_t n, double scale) noexcept {
+    double lanes[lane_count] = {};
+    accumulate<K, Scaled>(lanes, x, n, scale);
+    return add_own<Reduce>(acc, lanes);
+  }
+
+  template <term K, bool Reduce, class T>
+  static double accumulate_float_own(double* acc, const T* x, std::size_t n) noexcept {
+    double lanes[lane_count] = {};
+    accumulate_float<K>(lanes, x, n);
+    return add_own<Reduce>(acc, lanes);
+  }
+
+  template <bool Reduce>
+  static double add_own(double* acc, double* lanes) noexcept {
+    for (std::size_t j = 0; j < lane_count; ++j) acc[j] += lanes[j];
+    return Reduce ? reduce_lanes(lanes) : 0.0;
+  }
+
   static void flush_float_lanes(double* acc, const float* f) noexcept {
     for (std::size_t j = 0; j < float_lane_count; ++j) acc[j % lane_count] += static_cast<double>(f[j]);
   }

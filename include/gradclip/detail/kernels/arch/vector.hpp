@@ -36,13 +36,79 @@ struct vector_arch {
   template <term K, bool Scaled, class T>
   static void accumulate(double* acc, const T* x, std::size_t n, double scale, bool stream = false) noexcept {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-    std::size_t i = 0;
     // The lanes in registers, loaded and stored as whole vectors (vector loads
     // after narrower stores to the same lanes stall on store forwarding: per
     // call, so per buffer of a group of small ones).
     vd a[accumulators];
+    load_lanes(a, acc);
+    const std::size_t i = add_terms_run<K, Scaled>(a, x, n, scale, stream);
+    store_lanes(acc, a);
+    if (i < n) scalar_arch::accumulate<K, Scaled>(acc, x + i, n - i, scale);
+  }
+
+  // The sums start at 0 in registers and reach acc once, at the end; with Reduce,
+  // reduced in registers by reduce_lanes' tree.
+  template <term K, bool Scaled, bool Reduce, class T>
+  static double accumulate_own(double* acc, const T* x, std::size_t n, double scale) noexcept {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    vd a[accumulators] = {};
+    const std::size_t i = add_terms_run<K, Scaled>(a, x, n, scale, false);
+    if (i < n) {  // no partial loads: the tail as the scalar code adds it
+      double lanes[lane_count];
+      store_lanes(lanes, a);
+      scalar_arch::accumulate<K, Scaled>(lanes, x + i, n - i, scale);
+      load_lanes(a, lanes);
+    }
+    return add_own<Reduce>(acc, a);
+  }
+
+  template <term K, bool Reduce, class T>
+  static double accumulate_float_own(double* acc, const T* x, std::size_t n) noexcept {
+    vd d[accumulators] = {};
+    add_float_run<K>(d, x, n, false);
+    return add_own<Reduce>(acc, d);
+  }
+
+  static void load_lanes(vd* a, const double* acc) noexcept {
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) a[k] = Isa::load_widened(acc + k * dwidth);
+  }
+  static void store_lanes(double* acc, const vd* a) noexcept {
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) {
+      const vd v = a[k];
+      std::memcpy(acc + k * dwidth, &v, sizeof v);
+    }
+  }
+  // scalar_arch::add_own in registers: acc += a, and with Reduce reduce_lanes(a).
+  template <bool Reduce>
+  static double add_own(double* acc, const vd* a) noexcept {
+    double sum = 0.0;
+    if constexpr (Reduce) {
+      vd r[accumulators];
+#pragma GCC unroll 16
+      for (std::size_t k = 0; k < accumulators; ++k) r[k] = a[k];
+      for (std::size_t w = accumulators / 2; w >= 1; w /= 2) {
+#pragma GCC unroll 16
+        for (std::size_t k = 0; k < w; ++k) r[k] += r[k + w];
+      }
+      double first[dwidth];
+      std::memcpy(first, &r[0], sizeof first);
+      sum = scalar_arch::reduce_lanes(first, dwidth / 2);
+    }
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < accumulators; ++k) {
+      const vd v = Isa::load_widened(acc + k * dwidth) + a[k];
+      std::memcpy(acc + k * dwidth, &v, sizeof v);
+    }
+    return sum;
+  }
+
+  // The terms of a run into the lanes a, whole vectors (and, with partial loads,
+  // the tail); returns how far it got.
+  template <term K, bool Scaled, class T>
+  static std::size_t add_terms_run(vd* a, const T* x, std::size_t n, double scale, bool stream) noexcept {
+    std::size_t i = 0;
     for (; i + lane_count <= n; i += lane_count) {
       if (stream) prefetch_ahead(x + i, lane_count);
 #pragma GCC unroll 16
@@ -64,12 +130,7 @@ struct vector_arch {
       }
       i = n;
     }
-#pragma GCC unroll 16
-    for (std::size_t k = 0; k < accumulators; ++k) {
-      const vd v = a[k];
-      std::memcpy(acc + k * dwidth, &v, sizeof v);
-    }
-    if (i < n) scalar_arch::accumulate<K, Scaled>(acc, x + i, n - i, scale);
+    return i;
   }
 
   // scalar_arch::accumulate_float in vectors: float vector k holds float lanes
@@ -81,8 +142,14 @@ struct vector_arch {
   static void accumulate_float(double* acc, const T* x, std::size_t n, bool stream = false) noexcept {
     static_assert(accumulators * fwidth == float_lane_count && float_block % float_lane_count == 0);
     vd d[accumulators];
-#pragma GCC unroll 16
-    for (std::size_t k = 0; k < accumulators; ++k) d[k] = Isa::load_widened(acc + k * dwidth);
+    load_lanes(d, acc);
+    add_float_run<K>(d, x, n, stream);
+    store_lanes(acc, d);
+  }
+
+  // The float-lane blocks of a run, flushed into the double lanes d.
+  template <term K, class T>
+  static void add_float_run(vd* d, const T* x, std::size_t n, bool stream) noexcept {
     std::size_t i = 0;
     for (; i + float_block <= n;) {
       vf f[accumulators] = {};
@@ -107,11 +174,6 @@ struct vector_arch {
         }
       }
       flush(d, f);
-    }
-#pragma GCC unroll 16
-    for (std::size_t k = 0; k < accumulators; ++k) {
-      const vd v = d[k];
-      std::memcpy(acc + k * dwidth, &v, sizeof v);
     }
   }
 
