@@ -92,9 +92,18 @@ struct vector_arch {
 #pragma GCC unroll 16
         for (std::size_t k = 0; k < w; ++k) r[k] += r[k + w];
       }
-      double first[dwidth];
-      std::memcpy(first, &r[0], sizeof first);
-      sum = scalar_arch::reduce_lanes(first, dwidth / 2);
+      // Then scalar_arch::reduce_lanes' last steps within r[0], element by element
+      // in registers (a store and narrower reloads of it would stall on store
+      // forwarding, once per buffer).
+      double e[dwidth];
+#pragma GCC unroll 16
+      for (std::size_t j = 0; j < dwidth; ++j) e[j] = r[0][j];
+#pragma GCC unroll 8
+      for (std::size_t w = dwidth / 2; w > 0; w /= 2) {
+#pragma GCC unroll 16
+        for (std::size_t j = 0; j < w; ++j) e[j] += e[j + w];
+      }
+      sum = e[0];
     }
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) {
