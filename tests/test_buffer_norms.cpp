@@ -65,6 +65,17 @@ void each_of_vector(const std::vector<vec<T>>& g, double p, norm_accuracy a, std
   for (const auto& b : g) out.push_back(gradclip::norm(b, p, a));
 }
 
+// Each buffer's norm within the bound of one buffer's norm of the long-double reference.
+template <class T>
+void check_against_reference(const std::vector<vec<T>>& g, double p, norm_accuracy a) {
+  std::vector<double> norms;
+  gradclip::global_norm(g, p, norms, a);
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const long double want = ref::norm(ref::values(g[i].data(), static_cast<std::size_t>(g[i].size())), p);
+    CHECK(ref::rel_err(norms[i], want) <= ref::norm_bound<T>(p, a));
+  }
+}
+
 }  // namespace
 
 TEMPLATE_TEST_CASE("buffer norms are norm()'s bits and leave the group norm unchanged", "[buffer_norms]", float,
@@ -75,13 +86,7 @@ TEMPLATE_TEST_CASE("buffer norms are norm()'s bits and leave the group norm unch
     for (norm_accuracy a : accuracies) {
       INFO("p = " << p << ", accuracy " << static_cast<int>(a));
       check_group(g, p, a, each_of_vector<T>);
-      // Against the long-double reference as well (the bound of one buffer's norm).
-      std::vector<double> norms;
-      gradclip::global_norm(g, p, norms, a);
-      for (std::size_t i = 0; i < g.size(); ++i) {
-        const long double want = ref::norm(ref::values(g[i].data(), static_cast<std::size_t>(g[i].size())), p);
-        CHECK(ref::rel_err(norms[i], want) <= ref::norm_bound<T>(p, a));
-      }
+      check_against_reference(g, p, a);
     }
   }
 }
@@ -128,12 +133,7 @@ TEMPLATE_TEST_CASE("buffer norms through the range-safe rescue", "[buffer_norms]
       for (norm_accuracy a : accuracies) {
         INFO("extreme " << extreme << ", p = " << p << ", accuracy " << static_cast<int>(a));
         check_group(g, p, a, each_of_vector<T>);
-        std::vector<double> norms;
-        gradclip::global_norm(g, p, norms, a);
-        for (std::size_t i = 0; i < g.size(); ++i) {
-          const long double want = ref::norm(ref::values(g[i].data(), static_cast<std::size_t>(g[i].size())), p);
-          CHECK(ref::rel_err(norms[i], want) <= ref::norm_bound<T>(p, a));
-        }
+        check_against_reference(g, p, a);
       }
     }
   }
