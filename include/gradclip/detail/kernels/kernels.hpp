@@ -20,8 +20,9 @@
 //
 // Below the stages, one dispatch point (arch/select.hpp) picks the implementation
 // of a small set of element operations over contiguous runs (arch/scalar.hpp lists
-// them: accumulate in double lanes, accumulate_float in float lanes, reduce_lanes,
-// max_magnitude_bits, decode, scale, scale_rounded, clamp): the portable
+// them: accumulate in double lanes, accumulate_float in float lanes, their _own
+// forms for a group's short buffers, reduce_lanes, max_magnitude_bits, decode,
+// scale, scale_rounded, clamp): the portable
 // scalar one, or the GNU-vector one built from an ISA's primitives (generic,
 // SSE2, AVX/AVX2, AVX-512, NEON). A new backend implements that set; see
 // arch/select.hpp.
