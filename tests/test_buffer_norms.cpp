@@ -155,6 +155,19 @@ TEST_CASE("buffer norms of non-finite buffers", "[buffer_norms]") {
     CHECK(norms[2] == ref::inf);
     CHECK(std::isfinite(norms[3]));
   }
+  // A negative NaN with a payload, in every element type and accuracy: the reported
+  // norm is norm()'s NaN to the bit (found by the kernels fuzz target).
+  for (norm_accuracy a : accuracies) {
+    auto f = model<float>(32, {40, 5000});
+    auto d = model<double>(33, {40, 5000});
+    f[0][7] = -std::nanf("0x1234");
+    d[1][77] = -std::nan("0x1234");
+    for (double p : norm_types) {
+      INFO("p = " << p << ", accuracy " << static_cast<int>(a));
+      check_group(f, p, a, each_of_vector<float>);
+      check_group(d, p, a, each_of_vector<double>);
+    }
+  }
 }
 
 TEST_CASE("buffer norms of an empty group and of one buffer", "[buffer_norms]") {

@@ -401,11 +401,21 @@ norm_partial rescued(const strided_view<const T>& v, const norm_spec& spec) noex
   return {std::ldexp(1.0, e), view_sum(v, spec, std::ldexp(1.0, -e))};
 }
 
-// The partial of a view whose fast sum is known.
+// A partial as a group's combination gives it (norm_accumulator: NaN and inf in
+// one form each), so a view measured alone and a group of that one view agree to
+// the bit, non-finite data included.
+inline norm_partial as_combined(const norm_partial& part, const norm_spec& spec) noexcept {
+  norm_accumulator acc(spec);
+  acc.add(part);
+  return acc.partial();
+}
+
+// The partial of a view whose fast sum is known: the bits measure gives for a
+// group of this view alone.
 template <class T>
 norm_partial checked(const strided_view<const T>& v, const norm_spec& spec, double fast) noexcept {
   if (!range_checked<T>(spec) || !needs_rescue(fast, v.size(), spec, underflow_floor<T>(spec))) return {1.0, fast};
-  return rescued(v, spec);
+  return as_combined(rescued(v, spec), spec);
 }
 
 // ---- the stage ----------------------------------------------------------------
@@ -413,7 +423,7 @@ norm_partial checked(const strided_view<const T>& v, const norm_spec& spec, doub
 template <class T>
 norm_partial measure_view(const strided_view<const T>& v, const norm_spec& spec) noexcept {
   if (v.size() == 0) return {};
-  if (spec.kind == norm_kind::linf) return {1.0, max_abs(v)};
+  if (spec.kind == norm_kind::linf) return as_combined({1.0, max_abs(v)}, spec);
   return checked(v, spec, view_sum(v, spec, 1.0));
 }
 
@@ -444,7 +454,7 @@ norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}, Report&
       if (!reporting && !counted(i)) return;
       const norm_partial part{1.0, max_abs(to_const(v))};
       if (counted(i)) acc.add(part);
-      if constexpr (reporting) report(i, part);
+      if constexpr (reporting) report(i, as_combined(part, spec));
     });
     return acc.partial();
   }
