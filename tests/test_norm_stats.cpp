@@ -631,7 +631,7 @@ TEST_CASE("norm_stats: post-clip norms follow a reference and only clip results 
   CHECK(units.clipped_count() == 2);
 }
 
-TEST_CASE("norm_stats: histogram edges and bins at their boundaries", "[norm_stats]") {
+TEST_CASE("norm_stats: histogram edges and bins at their boundaries", "[norm_stats][long_double]") {
   using H = gradclip::norm_histogram;
   // Each edge is the double nearest to 10^(k/10 - 8); the decades are their literals.
   for (std::size_t k = 0; k <= H::bins; ++k) {
