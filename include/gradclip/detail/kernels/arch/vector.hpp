@@ -85,7 +85,7 @@ struct vector_arch {
   static double add_own(double* acc, const vd* a) noexcept {
     double sum = 0.0;
     if constexpr (Reduce) {
-      vd r[accumulators];
+      vd r[accumulators] = {};  // (zeroed for cppcheck; every lane is set next)
 #pragma GCC unroll 16
       for (std::size_t k = 0; k < accumulators; ++k) r[k] = a[k];
       for (std::size_t w = accumulators / 2; w >= 1; w /= 2) {
@@ -95,7 +95,7 @@ struct vector_arch {
       // Then scalar_arch::reduce_lanes' last steps within r[0], element by element
       // in registers (a store and narrower reloads of it would stall on store
       // forwarding, once per buffer).
-      double e[dwidth];
+      double e[dwidth] = {};
 #pragma GCC unroll 16
       for (std::size_t j = 0; j < dwidth; ++j) e[j] = r[0][j];
 #pragma GCC unroll 8
