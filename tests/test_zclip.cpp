@@ -405,6 +405,52 @@ TEST_CASE("zclip with_norm takes a norm computed elsewhere", "[zclip]") {
   CHECK(stats.count() == 1);
 }
 
+// Found by the state fuzz target: a clip_factor of 1e308 made a spike's threshold
+// inf, the mean inf and the saved state unloadable.
+TEST_CASE("zclip: the statistics stay finite at the edge of double's range", "[zclip][state]") {
+  const double biggest = std::numeric_limits<double>::max();
+  const auto check_state = [](const gradclip::zclip& c) {
+    REQUIRE(std::isfinite(c.mean()));
+    REQUIRE(std::isfinite(c.stddev()));
+    REQUIRE(c.mean() >= 0.0);
+    gradclip::zclip d;
+    std::istringstream in(saved(c));
+    REQUIRE_NOTHROW(d.load(in));
+    REQUIRE(saved(d) == saved(c));
+  };
+  SECTION("a threshold past DBL_MAX is folded as DBL_MAX") {
+    gradclip::zclip_options o;
+    o.warmup_steps = 3;
+    o.clip_factor = 1e308;
+    gradclip::zclip c(o);
+    std::vector<double> x{3.0};
+    for (int k = 0; k < 3; ++k) c.with_norm(x, 3.0);
+    const auto r = c.with_norm(x, 1e300);  // a spike: threshold (3 + ...) * 1e308 = inf
+    CHECK_FALSE(r.clipped);                // the threshold is above the norm
+    CHECK(c.mean() == o.alpha * 3.0 + (1.0 - o.alpha) * biggest);
+    check_state(c);
+    for (int k = 0; k < 5; ++k) {
+      c.with_norm(x, k % 2 ? 1e308 : 1.0);
+      check_state(c);
+    }
+  }
+  SECTION("norms near DBL_MAX, every alpha") {
+    for (double alpha : {0.0, 0.3, 0.5, 0.97, 0.999999}) {
+      gradclip::zclip_options o;
+      o.warmup_steps = 2;
+      o.alpha = alpha;
+      o.mode = gradclip::zclip_mode::percentile;
+      gradclip::zclip c(o);
+      std::vector<double> x{1.0};
+      for (double g : {biggest, 0.0, biggest, biggest, 0.0, biggest, biggest * 0.75, biggest}) {
+        INFO("alpha " << alpha << ", norm " << g);
+        c.with_norm(x, g);
+        if (c.warmed_up()) check_state(c);
+      }
+    }
+  }
+}
+
 TEST_CASE("zclip state round trip gives a bit-identical continuation", "[zclip][state]") {
   const auto norms = norm_sequence(600, 7, 0.05);
   gradclip::zclip_options o;

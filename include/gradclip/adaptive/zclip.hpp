@@ -39,6 +39,9 @@
 //     ~1e154 overflows, after which the reference never sees a spike again. Where
 //     var fits in a double the update is the reference's; beyond, the same with
 //     hypot / scaled sums.
+//   - A spike's threshold beyond double's range (a large clip_factor) is folded
+//     into mean/var as DBL_MAX, and a mean or std whose update rounds past DBL_MAX
+//     is the larger of its two inputs (the reference would turn them inf or NaN).
 //   - norm_type may be any p; the reference uses 2.
 #ifndef GRADCLIP_ADAPTIVE_ZCLIP_HPP
 #define GRADCLIP_ADAPTIVE_ZCLIP_HPP
@@ -262,7 +265,11 @@ class zclip {
     const detail::zclip_threshold t = detail::zclip_rule(g, mean_, std_, options_);
     const double limit = t.spike && t.value < cap ? t.value : cap;
     const clip_result r = detail::clip_given_norm(group, limit, g, core);
-    if (!(t.spike && options_.skip_update_on_spike)) update(t.spike ? t.value : g);
+    // A threshold past double's range (a large clip_factor) is folded as the
+    // largest double: the statistics stay finite and the state saves and loads.
+    if (!(t.spike && options_.skip_update_on_spike)) {
+      update(t.spike ? std::min(t.value, std::numeric_limits<double>::max()) : g);
+    }
     ++step_;
     return r;
   }
@@ -298,13 +305,19 @@ class zclip {
     std::vector<double>().swap(warmup_);
   }
 
+  // x finite and >= 0. Both statistics are convex combinations, so each is bounded
+  // by the larger of its two inputs: where the rounding of the reference's form
+  // steps past DBL_MAX (inputs near it), that bound is the result.
   void update(double x) noexcept {
-    mean_ = options_.alpha * mean_ + (1.0 - options_.alpha) * x;
+    const double mean = options_.alpha * mean_ + (1.0 - options_.alpha) * x;
+    mean_ = detail::is_finite(mean) ? mean : std::max(mean_, x);
     const double d = x - mean_;
     const double var = options_.alpha * (std_ * std_) + (1.0 - options_.alpha) * (d * d);
     // The same without squaring where the variance is beyond double's range.
-    std_ = detail::is_finite(var) ? std::sqrt(var)
-                                  : std::hypot(std::sqrt(options_.alpha) * std_, std::sqrt(1.0 - options_.alpha) * d);
+    const double spread = detail::is_finite(var)
+                              ? std::sqrt(var)
+                              : std::hypot(std::sqrt(options_.alpha) * std_, std::sqrt(1.0 - options_.alpha) * d);
+    std_ = detail::is_finite(spread) ? spread : std::max(std_, std::fabs(d));
   }
 
   zclip_options options_;
