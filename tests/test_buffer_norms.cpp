@@ -170,6 +170,30 @@ TEST_CASE("buffer norms of non-finite buffers", "[buffer_norms]") {
   }
 }
 
+// The norms are finished after the pass, a vector of them at a time (a rescued
+// buffer's norm is marked by its sign meanwhile): every special buffer at every
+// position of a vector, and in the tail.
+TEMPLATE_TEST_CASE("buffer norms: rescued, zero and non-finite buffers among many", "[buffer_norms][range]", float,
+                   double) {
+  using T = TestType;
+  const double huge = std::is_same_v<T, float> ? 1e30 : 1e300;
+  const double tiny = std::is_same_v<T, float> ? 1e-30 : 1e-300;
+  for (std::size_t offset = 0; offset < 9; ++offset) {
+    auto g = model<T>(41 + offset, std::vector<std::size_t>(37, 30));
+    g[offset] = model<T>(60, {30}, huge)[0];
+    g[offset + 9] = model<T>(61, {30}, tiny)[0];
+    g[offset + 18].setZero();
+    g[offset + 27][5] = std::numeric_limits<T>::quiet_NaN();
+    g[(offset + 31) % 37][2] = std::numeric_limits<T>::infinity();
+    for (double p : norm_types) {
+      for (norm_accuracy a : accuracies) {
+        INFO("offset " << offset << ", p = " << p << ", accuracy " << static_cast<int>(a));
+        check_group(g, p, a, each_of_vector<T>);
+      }
+    }
+  }
+}
+
 TEST_CASE("buffer norms of an empty group and of one buffer", "[buffer_norms]") {
   std::vector<Eigen::VectorXf> none;
   std::vector<double> norms = {1.0, 2.0, 3.0};

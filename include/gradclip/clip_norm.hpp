@@ -141,7 +141,7 @@ std::vector<clip_result> clip_each_by_norm(Group&& group, const MaxNorms& max_no
   std::vector<clip_result> results(count);
   if (options.on_nonfinite == nonfinite::error) {
     std::vector<double> norms(count);
-    detail::kernels::measure(group, spec, detail::kernels::count_all{}, detail::buffer_norm_sink{norms.data(), spec});
+    detail::measure_with_buffer_norms(group, spec, norms.data());
     std::vector<detail::kernels::decision> decisions(count);
     for (std::size_t i = 0; i < count; ++i) {
       if (!detail::is_finite(norms[i])) throw nonfinite_error(norms[i], i);

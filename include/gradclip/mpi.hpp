@@ -216,7 +216,7 @@ norm_partial shard_partial(const Group& group, const std::vector<bool>* replicat
                            const kernels::norm_spec& spec, std::vector<double>* buffer_norms) noexcept {
   const auto measure = [&](auto counted) {
     if (buffer_norms == nullptr) return kernels::measure(group, spec, counted);
-    return kernels::measure(group, spec, counted, buffer_norm_sink{buffer_norms->data(), spec});
+    return measure_with_buffer_norms(group, spec, buffer_norms->data(), counted);
   };
   if (replicated == nullptr || rank == 0) return measure(kernels::count_all{});
   return measure([replicated](std::size_t i) { return !(*replicated)[i]; });

@@ -31,20 +31,21 @@ double total_norm(G&& g, const kernels::norm_spec& spec, Report&& report = {}) n
   return kernels::norm_accumulator::finish(kernels::measure(g, spec, kernels::count_all{}, report), spec);
 }
 
-// measure's report as norms: buffer i's into out[i].
-struct buffer_norm_sink {
-  double* out;
-  kernels::norm_spec spec;
-  void operator()(std::size_t i, const kernels::norm_partial& part) const noexcept {
-    out[i] = kernels::norm_accumulator::finish(part, spec);
-  }
-};
+// measure, with every buffer's norm (counted or not) into out[0, buffer_count(g)):
+// the bits norm() gives for each.
+template <class G, class Counted = kernels::count_all>
+kernels::norm_partial measure_with_buffer_norms(G&& g, const kernels::norm_spec& spec, double* out,
+                                                Counted counted = {}) noexcept {
+  const kernels::norm_partial part = kernels::measure(g, spec, counted, kernels::norm_sink{out, spec});
+  kernels::finish_norms(out, buffer_count(g), spec);
+  return part;
+}
 
 // total_norm, with buffer_norms sized to the group and filled by the same pass.
 template <class G>
 double total_and_buffer_norms(G&& g, const kernels::norm_spec& spec, std::vector<double>& buffer_norms) {
   buffer_norms.resize(buffer_count(g));  // the one step that may throw (bad_alloc), before any read
-  return total_norm(g, spec, buffer_norm_sink{buffer_norms.data(), spec});
+  return kernels::norm_accumulator::finish(measure_with_buffer_norms(g, spec, buffer_norms.data()), spec);
 }
 
 }  // namespace detail

@@ -68,7 +68,8 @@ struct avx2_isa : generic_isa {
 #if defined(__FMA__)
   static vd product_error(vd a, vd b, vd p) noexcept {
     return (vd)_mm256_fmsub_pd((__m256d)a, (__m256d)b, (__m256d)p);
-  }
+  }  static vd sqrt(vd v) noexcept { return (vd)_mm256_sqrt_pd((__m256d)v); }
+
 #endif
   // As avx512.hpp: the bound first, so NaN lanes and -0 beside +0 are kept.
 #if !defined(__FAST_MATH__) && !(defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)

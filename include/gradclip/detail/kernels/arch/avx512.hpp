@@ -75,6 +75,7 @@ struct avx512_isa : generic_isa {
   static vd product_error(vd a, vd b, vd p) noexcept {
     return (vd)_mm512_fmsub_pd((__m512d)a, (__m512d)b, (__m512d)p);
   }
+  static vd sqrt(vd v) noexcept { return (vd)_mm512_maskz_sqrt_pd(static_cast<__mmask8>(0xff), (__m512d)v); }
   using generic_isa::store_narrowed;
   static void store_narrowed(Eigen::half* p, vf v) noexcept {
     const __m256i h = _mm512_maskz_cvtps_ph(static_cast<__mmask16>(0xffff), (__m512)v, _MM_FROUND_TO_NEAREST_INT);

@@ -16,6 +16,7 @@
 //   widen_halves(v, lo, hi)    a float vector's two halves as vectors of doubles
 //   clamp_lanes(v, lo, hi)     v clamped into [lo, hi] lane by lane, NaN and -0 kept
 //   product_error(a, b, p)     a * b - p, fused (the exact error of p = a * b)
+//   sqrt(v)                    the correctly rounded square roots of v's lanes
 //   store_narrowed(p, v)       fwidth floats stored as halves or bfloat16s at p,
 //                              rounded to nearest even (no NaN among them)
 #ifndef GRADCLIP_DETAIL_KERNELS_ARCH_GENERIC_HPP
@@ -134,6 +135,11 @@ struct generic_isa {
   static vd product_error(vd a, vd b, vd p) noexcept {
     for (std::size_t k = 0; k < dwidth; ++k) a[k] = std::fma(a[k], b[k], -p[k]);
     return a;
+  }
+
+  static vd sqrt(vd v) noexcept {
+    for (std::size_t k = 0; k < dwidth; ++k) v[k] = std::sqrt(v[k]);
+    return v;
   }
 
   // Eigen's rounding, as a vector: bias by 0x7fff plus the kept part's last bit.

@@ -21,6 +21,8 @@ struct neon_isa : generic_isa {
   static vd add_square(vd acc, vd v) noexcept {
     return (vd)vfmaq_f64((float64x2_t)acc, (float64x2_t)v, (float64x2_t)v);
   }
+
+  static vd sqrt(vd v) noexcept { return (vd)vsqrtq_f64((float64x2_t)v); }
 };
 
 }  // namespace gradclip::detail::kernels

@@ -10,6 +10,8 @@
 //                                                     (from 0), added to acc lane by lane; returns
 //                                                     reduce_lanes of them (when asked)
 //   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
+//   sqrt_unmarked(x, n)                                  x[i] = sqrt(x[i]), but -x[i] where x[i] < 0
+//                                                     (a value marked as final by its sign)
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
 //   decode(out, x, n)                                    half, bfloat16: out[i] = float(x[i]), exact
 //   scale(x, n, c)                                       x[i] *= c in the element's own precision
@@ -111,6 +113,10 @@ struct scalar_arch {
       for (std::size_t j = 0; j < width; ++j) acc[j] += acc[j + width];
     }
     return acc[0];
+  }
+
+  static void sqrt_unmarked(double* x, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) x[i] = x[i] < 0.0 ? -x[i] : std::sqrt(x[i]);
   }
 
   // For non-negative IEEE values the integer order of the bit patterns is the

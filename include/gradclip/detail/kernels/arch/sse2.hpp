@@ -24,6 +24,8 @@ struct sse2_isa : generic_isa {
     std::memcpy(&two, p, sizeof two);
     return (vd)_mm_cvtps_pd(_mm_castpd_ps(_mm_load_sd(&two)));
   }
+
+  static vd sqrt(vd v) noexcept { return (vd)_mm_sqrt_pd((__m128d)v); }
 };
 
 }  // namespace gradclip::detail::kernels
