@@ -495,7 +495,9 @@ TEST_CASE("grad_scaler: bad state data throws state_error and changes nothing", 
     CHECK_THROWS_AS(load(victim, std::string("not a state at all")), gradclip::state_error);
   }
   SECTION("wrong version") {
+    // Version 2 has more fields (tests/test_deepspeed_scaler.cpp); 3 is unknown.
     CHECK_THROWS_AS(load(victim, record(scaler_fields{}, "grad_scaler", 2)), gradclip::state_error);
+    CHECK_THROWS_AS(load(victim, record(scaler_fields{}, "grad_scaler", 3)), gradclip::state_error);
     CHECK_THROWS_AS(load(victim, record(scaler_fields{}, "grad_scaler", 0)), gradclip::state_error);
   }
   SECTION("inconsistent fields") {

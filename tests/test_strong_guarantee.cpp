@@ -379,6 +379,24 @@ TEST_CASE("stateful clippers: a throwing step changes neither the gradients nor 
     }
   }
   {
+    // DeepSpeed's error at the minimum scale: the scaler is unchanged.
+    gradclip::grad_scaler_options o = gradclip::grad_scaler_options::deepspeed();
+    o.init_scale = 2.0;
+    gradclip::grad_scaler scaler(o);
+    scaler.update(true);  // absorbed by the hysteresis
+    scaler.update(true);  // 2 -> 1, the minimum
+    auto state = [&] { return fz::saved(scaler); };
+    grads g;
+    expect_throw_unchanged<gradclip::loss_scale_error>(g, state, [&] { scaler.update(true); },
+                                                       "grad_scaler: an overflow at min_scale");
+    gradclip::grad_scaler_options h;
+    h.hysteresis = 0;
+    CHECK_THROWS_AS(gradclip::grad_scaler(h), std::invalid_argument);
+    h.hysteresis = 1;
+    h.min_scale = -1.0;
+    CHECK_THROWS_AS(gradclip::grad_scaler(h), std::invalid_argument);
+  }
+  {
     gradclip::norm_stats stats(4);
     for (double x : {1.0, 2.0, qnan, 3.0}) stats.record(x, x > 1.5);
     auto state = [&] { return fz::saved(stats); };

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -88,6 +89,34 @@ class spike_streak_error : public std::runtime_error {
 
   std::uint64_t consecutive_, max_consecutive_;
   double loss_, grad_norm_;
+};
+
+// Thrown by grad_scaler::update() under min_scale_policy::error (DeepSpeed's
+// raise_error_at_min_scale) for an overflow that would back the loss scale off
+// while it is already at min_scale. A std::runtime_error. The scaler is unchanged:
+// the raising step is not counted.
+class loss_scale_error : public std::runtime_error {
+ public:
+  loss_scale_error(double scale, double min_scale)
+      : std::runtime_error(make_message(scale, min_scale)), scale_(scale), min_scale_(min_scale) {}
+
+  // The scale when it was raised (at min_scale) and the minimum.
+  double scale() const noexcept { return scale_; }
+  double min_scale() const noexcept { return min_scale_; }
+
+ private:
+  static std::string make_message(double scale, double min_scale) {
+    char text[64];
+    std::string msg = "gradclip::grad_scaler: loss scale already at minimum (";
+    std::snprintf(text, sizeof text, "%.9g", scale);
+    msg += text;
+    msg += ", min_scale ";
+    std::snprintf(text, sizeof text, "%.9g", min_scale);
+    msg += text;
+    return msg + "): cannot back it off on another overflow; the scaler is unchanged";
+  }
+
+  double scale_, min_scale_;
 };
 
 // Thrown by a stateful clipper's load() when the data is truncated, corrupted, of

@@ -105,12 +105,33 @@ struct stateful<gradclip::nonfinite_guard> {
 
 template <>
 struct stateful<gradclip::grad_scaler> {
-  static bool known_issue(const gradclip::grad_scaler&) { return false; }
-  static gradclip::grad_scaler make() { return gradclip::grad_scaler{}; }
+  // Not a bug: a counter wrapped after 2^64 steps (then the counters, or with
+  // consecutive hysteresis what is left of it, disagree).
+  static bool known_issue(const gradclip::grad_scaler& c) {
+    if (c.steps() < c.skipped_steps() || c.skipped_steps() < c.consecutive_overflows()) return true;
+    if (!c.options().consecutive_hysteresis) return false;
+    const auto h = static_cast<std::uint64_t>(c.options().hysteresis);
+    const std::uint64_t left = c.consecutive_overflows() >= h - 1 ? 1 : h - c.consecutive_overflows();
+    return static_cast<std::uint64_t>(c.hysteresis_left()) != left;
+  }
+  // DeepSpeed's options, so that the seeds and the stepped states use them: a
+  // hysteresis, a minimum with the error, a short growth interval.
+  static gradclip::grad_scaler make() {
+    gradclip::grad_scaler_options o = gradclip::grad_scaler_options::deepspeed();
+    o.init_scale = 1024.0;
+    o.growth_interval = 3;
+    o.min_scale = 256.0;
+    return gradclip::grad_scaler(o);
+  }
+  // An overflow at the minimum under min_scale_policy::error throws with the
+  // scaler unchanged: not a failure.
   template <class Group>
   static void step(gradclip::grad_scaler& c, Group& g, double) {
     const auto r = c.unscale_and_clip(g, 1.0);
-    c.update(r.found_inf);
+    try {
+      c.update(r.found_inf);
+    } catch (const gradclip::loss_scale_error&) {
+    }
   }
 };
 
