@@ -5,17 +5,27 @@
 //   double total = gradclip::torch::clip_grad_norm_(model->parameters(), 1.0);
 //   gradclip::torch::clip_grad_value_(model->parameters(), 0.5);
 //
-// Which gradients gradclip computes on: defined, CPU, strided, contiguous tensors
-// of float, double, half or bfloat16 with storage (not a ZeroTensor, neg or conj
-// view). Their memory is read and scaled in place by gradclip's kernels; mixed
-// dtypes are grouped per dtype and the groups' partial norms combined (float,
-// double, half, bfloat16 order). When any defined gradient is of another kind (a
-// CUDA tensor, a non-contiguous one such as a transposed view, a complex dtype),
-// or an argument is one gradclip rejects (max_norm < 0 or NaN, norm_type <= 0 or
-// NaN: libtorch computes something for these), the whole clip_grad_norm_ call is
-// libtorch's own: the norm couples every tensor. clip_grad_value_ falls back per
-// tensor (and wholly for clip_value < 0 or NaN). uses_gradclip(parameters) says
-// which path clip_grad_norm_ takes.
+// Both take what libtorch's do (a std::vector<Tensor>, a braced list, a single
+// Tensor) and also an at::TensorList and a module's named_parameters() (a
+// torch::OrderedDict<std::string, Tensor>): the same call on the same tensors.
+//
+// Which gradients gradclip computes on: defined, CPU, strided tensors of float,
+// double, half or bfloat16 with storage (not a ZeroTensor, neg or conj view) that
+// are contiguous or non-overlapping and dense (libtorch's
+// is_non_overlapping_and_dense(): channels_last and channels_last_3d, transposed
+// and permuted tensors): their elements fill numel() consecutive slots from
+// data_ptr(), which gradclip's kernels read, and scale in place, as one run in
+// memory order (a norm does not depend on the order, within the same accuracy
+// bound; clipping is elementwise). Mixed dtypes are grouped
+// per dtype and the groups' partial norms combined (float, double, half, bfloat16
+// order). When any defined gradient is of another kind (a CUDA or sparse tensor;
+// an overlapping one such as an expanded view; one with gaps such as a slice with
+// a step or a narrowed inner dimension; a complex dtype), or an argument is one
+// gradclip rejects (max_norm < 0 or NaN, norm_type <= 0 or NaN: libtorch computes
+// something for these), the whole clip_grad_norm_ call is libtorch's own: the norm
+// couples every tensor. clip_grad_value_ falls back per tensor (and wholly for
+// clip_value < 0 or NaN). uses_gradclip(parameters) says which path
+// clip_grad_norm_ takes.
 //
 // Where the gradclip path differs from libtorch 1.13, deliberately:
 //   - the total norm is gradclip's (the default norm_accuracy: float lanes of at
@@ -56,6 +66,7 @@
 // clip_grad.h is not self-contained: torch/types.h (Tensor, the torch:: ops) comes first.
 #include <torch/types.h>
 #include <torch/nn/utils/clip_grad.h>
+#include <torch/ordered_dict.h>
 
 #include "gradclip.hpp"
 
@@ -67,10 +78,18 @@ static_assert(sizeof(at::Half) == sizeof(Eigen::half) && sizeof(at::BFloat16) ==
               "gradclip::torch: at::Half / at::BFloat16 must have the layout of Eigen::half / Eigen::bfloat16");
 
 // Whether gradclip reads this gradient's memory directly as one run of numel()
-// elements of a supported type.
+// elements of a supported type: contiguous, or non-overlapping and dense in any
+// order of its dimensions. libtorch computes the latter from sizes and strides:
+// sorted by stride, the dimensions of size > 1 have strides 1, size, size * size,
+// ... (so all positive; libtorch 1.13 has no negative strides at all: as_strided
+// rejects them and TensorImpl::set_sizes_and_strides replaces them). Such a
+// tensor's elements are exactly the numel() slots from data_ptr() (the element
+// at index 0, the lowest address), each once: reading or scaling that run touches
+// every element once and nothing else in the storage. Overlapping tensors (a
+// stride 0 over a size > 1, as expand makes) and ones with gaps fail the test.
 inline bool supported_grad(const at::Tensor& g) {
   if (!g.device().is_cpu() || g.layout() != at::kStrided || !g.has_storage() || g._is_zerotensor() ||
-      g.is_neg() || g.is_conj() || !g.is_contiguous()) {
+      g.is_neg() || g.is_conj() || !(g.is_contiguous() || g.is_non_overlapping_and_dense())) {
     return false;
   }
   const auto t = g.scalar_type();
@@ -97,8 +116,9 @@ struct grad_groups {
 
   void add(const at::Tensor& g) {
     const auto n = static_cast<std::size_t>(g.numel());
-    // data_ptr() is the first element (storage offset included). The 16-bit types
-    // are read through Eigen's types of the same layout.
+    // data_ptr() is the element at index 0 (storage offset included), the start of
+    // the run of numel() elements (supported_grad). The 16-bit types are read
+    // through Eigen's types of the same layout.
     void* p = g.data_ptr();
     switch (g.scalar_type()) {
       case at::kFloat:
@@ -118,7 +138,7 @@ struct grad_groups {
 };
 
 // Collects the defined gradients; false if any of them is not one gradclip reads.
-inline bool collect(const std::vector<at::Tensor>& parameters, grad_groups& out) {
+inline bool collect(at::TensorList parameters, grad_groups& out) {
   for (const auto& p : parameters) {
     const auto& g = p.grad();
     if (!g.defined()) continue;
@@ -147,7 +167,7 @@ inline bool valid_norm_args(double max_norm, double norm_type) noexcept {
 
 // Whether clip_grad_norm_(parameters, ...) with valid arguments runs on gradclip's
 // kernels (true) or is libtorch's own call (false).
-inline bool uses_gradclip(const std::vector<at::Tensor>& parameters) {
+inline bool uses_gradclip(at::TensorList parameters) {
   for (const auto& p : parameters) {
     const auto& g = p.grad();
     if (g.defined() && !detail::supported_grad(g)) return false;
@@ -155,15 +175,29 @@ inline bool uses_gradclip(const std::vector<at::Tensor>& parameters) {
   return true;
 }
 
+inline bool uses_gradclip(const std::vector<at::Tensor>& parameters) {
+  return uses_gradclip(at::TensorList(parameters));
+}
+
+inline bool uses_gradclip(std::initializer_list<at::Tensor> parameters) {
+  return uses_gradclip(at::TensorList(parameters));
+}
+
+inline bool uses_gradclip(const at::Tensor& parameter) { return uses_gradclip(at::TensorList(parameter)); }
+
+inline bool uses_gradclip(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters) {
+  return uses_gradclip(at::TensorList(named_parameters.values()));
+}
+
 // torch::nn::utils::clip_grad_norm_: scales the gradients so that their total
 // norm of order norm_type is at most max_norm (coefficient max_norm / (norm +
 // 1e-6), clamped to 1); returns the total norm before clipping. Parameters
 // without a gradient are skipped; none with one gives 0.
-inline double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type = 2.0,
+inline double clip_grad_norm_(at::TensorList parameters, double max_norm, double norm_type = 2.0,
                               bool error_if_nonfinite = false) {
   detail::grad_groups groups;
   if (!detail::valid_norm_args(max_norm, norm_type) || !detail::collect(parameters, groups)) {
-    return ::torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite);
+    return ::torch::nn::utils::clip_grad_norm_(parameters.vec(), max_norm, norm_type, error_if_nonfinite);
   }
   if (groups.size() == 0) return 0.0;
 
@@ -183,23 +217,35 @@ inline double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double 
   return total;
 }
 
+inline double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false) {
+  return clip_grad_norm_(at::TensorList(parameters), max_norm, norm_type, error_if_nonfinite);
+}
+
 inline double clip_grad_norm_(std::initializer_list<at::Tensor> parameters, double max_norm, double norm_type = 2.0,
                               bool error_if_nonfinite = false) {
-  return clip_grad_norm_(std::vector<at::Tensor>(parameters), max_norm, norm_type, error_if_nonfinite);
+  return clip_grad_norm_(at::TensorList(parameters), max_norm, norm_type, error_if_nonfinite);
 }
 
 inline double clip_grad_norm_(const at::Tensor& parameter, double max_norm, double norm_type = 2.0,
                               bool error_if_nonfinite = false) {
-  return clip_grad_norm_(std::vector<at::Tensor>{parameter}, max_norm, norm_type, error_if_nonfinite);
+  return clip_grad_norm_(at::TensorList(parameter), max_norm, norm_type, error_if_nonfinite);
+}
+
+// model->named_parameters(): the values, in the dict's order (libtorch's own
+// function does not take the dict; this is the call on named_parameters.values()).
+inline double clip_grad_norm_(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters, double max_norm,
+                              double norm_type = 2.0, bool error_if_nonfinite = false) {
+  return clip_grad_norm_(at::TensorList(named_parameters.values()), max_norm, norm_type, error_if_nonfinite);
 }
 
 // torch::nn::utils::clip_grad_value_: clamps every gradient element into
 // [-clip_value, clip_value]. The bound is rounded to nearest in each gradient's
 // dtype, as libtorch does, so results are libtorch's bit for bit (gradclip's own
 // clip_by_value rounds inward instead). NaN stays NaN.
-inline void clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
+inline void clip_grad_value_(at::TensorList parameters, double clip_value) {
   if (gradclip::detail::is_nan(clip_value) || clip_value < 0.0) {
-    ::torch::nn::utils::clip_grad_value_(parameters, clip_value);  // lo > hi: libtorch's clamp semantics
+    ::torch::nn::utils::clip_grad_value_(parameters.vec(), clip_value);  // lo > hi: libtorch's clamp semantics
     return;
   }
   detail::grad_groups groups;
@@ -219,12 +265,20 @@ inline void clip_grad_value_(const std::vector<at::Tensor>& parameters, double c
   });
 }
 
+inline void clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
+  clip_grad_value_(at::TensorList(parameters), clip_value);
+}
+
 inline void clip_grad_value_(std::initializer_list<at::Tensor> parameters, double clip_value) {
-  clip_grad_value_(std::vector<at::Tensor>(parameters), clip_value);
+  clip_grad_value_(at::TensorList(parameters), clip_value);
 }
 
 inline void clip_grad_value_(const at::Tensor& parameter, double clip_value) {
-  clip_grad_value_(std::vector<at::Tensor>{parameter}, clip_value);
+  clip_grad_value_(at::TensorList(parameter), clip_value);
+}
+
+inline void clip_grad_value_(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters, double clip_value) {
+  clip_grad_value_(at::TensorList(named_parameters.values()), clip_value);
 }
 
 }  // namespace gradclip::torch

@@ -1,16 +1,24 @@
 // gradclip::torch against libtorch 1.13's torch::nn::utils::clip_grad_norm_ and clip_grad_value_,
 // run in the same process on copies of the same parameters: random parameter lists (0..10000
 // elements, 0-d to 3-d), p = 1, 2, 3, inf, float and double; half and bfloat16; error_if_nonfinite;
-// the fallback to libtorch (transposed, strided and complex gradients, arguments gradclip rejects);
-// and the places where gradclip deliberately differs (range-safe norms, no write when the
-// coefficient is 1). A long-double reference says which side is right where they differ.
+// non-overlapping and dense gradients that are not contiguous (channels_last, channels_last_3d,
+// transposed, permuted; from a real conv model too), read in place as one run; the overloads
+// (vector, braced list, Tensor, at::TensorList, named_parameters()); the fallback to libtorch
+// (overlapping, gapped, sparse and complex gradients, arguments gradclip rejects); and the places
+// where gradclip deliberately differs (range-safe norms, no write when the coefficient is 1). A
+// long-double reference says which side is right where they differ.
 #include <algorithm>
 #include <gradclip/torch.hpp>  // first: the header must be self-contained
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -333,10 +341,10 @@ TEST_CASE("clip_grad_norm_: error_if_nonfinite throws libtorch's c10::Error and 
 TEST_CASE("clip_grad_norm_ defers to libtorch for gradients gradclip does not read", "[torch][norm][fallback]") {
   std::mt19937_64 rng(3);
   auto base = random_params(3, at::kFloat, 31, false);
-  SECTION("a transposed (non-contiguous) gradient") {
+  SECTION("a gradient with gaps (a narrowed inner dimension)") {
     auto p = at::zeros({30, 40}).requires_grad_(true);
-    p.mutable_grad() = make_param({40, 30}, at::kFloat, rng).grad().t();
-    REQUIRE_FALSE(p.grad().is_contiguous());
+    p.mutable_grad() = make_param({30, 50}, at::kFloat, rng).grad().narrow(1, 0, 40);
+    REQUIRE_FALSE(p.grad().is_non_overlapping_and_dense());
     base.push_back(p);
   }
   SECTION("a strided gradient (every other element)") {
@@ -459,10 +467,11 @@ TEST_CASE("clip_grad_value_: half, fallbacks, overloads, negative clip values", 
   const float bound = static_cast<float>(at::Half(0.1f));
   CHECK(at::equal(h.grad().to(at::kFloat), before.clamp(-bound, bound)));
 
-  // A transposed gradient beside a float one: each clamped, libtorch's way for the one gradclip
+  // A gradient with gaps beside a float one: each clamped, libtorch's way for the one gradclip
   // does not read.
   auto t = at::zeros({20, 30}).requires_grad_(true);
-  t.mutable_grad() = make_param({30, 20}, at::kFloat, rng).grad().t();
+  t.mutable_grad() = make_param({20, 60}, at::kFloat, rng).grad().slice(1, 0, 60, 2);
+  REQUIRE_FALSE(gradclip::torch::uses_gradclip(t));
   auto f = make_param({77}, at::kFloat, rng);
   auto ours = copy_params({t, f}), theirs = copy_params({t, f});
   gradclip::torch::clip_grad_value_({ours[0], ours[1]}, 0.25);
@@ -485,5 +494,519 @@ TEST_CASE("clip_grad_value_: half, fallbacks, overloads, negative clip values", 
     torch::nn::utils::clip_grad_value_(b, v);
     CHECK(at::equal(a[0].grad().isnan(), b[0].grad().isnan()));
     CHECK(same_grad(a[0].grad().nan_to_num(0.5), b[0].grad().nan_to_num(0.5)));
+  }
+}
+
+// Non-overlapping and dense gradients that are not contiguous (channels_last, channels_last_3d,
+// transposed, permuted): gradclip reads their numel() elements from data_ptr() as one run, in
+// memory order, and scales them there.
+namespace {
+
+enum class dense_layout { channels_last, channels_last_3d, transposed, permuted };
+
+// A parameter whose gradient has the given layout, its values as make_param's.
+Tensor make_dense_param(dense_layout kind, at::ScalarType dtype, std::mt19937_64& rng) {
+  const auto options = at::TensorOptions().dtype(dtype);
+  Tensor p;
+  switch (kind) {
+    case dense_layout::channels_last:
+      p = make_param({4, 6, 5, 3}, dtype, rng);
+      p.mutable_grad() = p.grad().contiguous(at::MemoryFormat::ChannelsLast);
+      break;
+    case dense_layout::channels_last_3d:
+      p = make_param({2, 5, 3, 4, 3}, dtype, rng);
+      p.mutable_grad() = p.grad().contiguous(at::MemoryFormat::ChannelsLast3d);
+      break;
+    case dense_layout::transposed:
+      p = at::zeros({53, 37}, options).requires_grad_(true);
+      p.mutable_grad() = make_param({37, 53}, dtype, rng).grad().t();
+      break;
+    default:
+      p = at::zeros({13, 7, 11}, options).requires_grad_(true);
+      p.mutable_grad() = make_param({7, 11, 13}, dtype, rng).grad().permute({2, 0, 1});
+      break;
+  }
+  REQUIRE(p.grad().is_non_overlapping_and_dense());
+  REQUIRE_FALSE(p.grad().is_contiguous());
+  return p;
+}
+
+// One parameter of each layout, a contiguous one and one without a gradient.
+params_t dense_params(at::ScalarType dtype, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  params_t params;
+  params.push_back(make_dense_param(dense_layout::channels_last, dtype, rng));
+  params.push_back(make_param({static_cast<std::int64_t>(rng() % 2000 + 1)}, dtype, rng));
+  params.push_back(make_dense_param(dense_layout::transposed, dtype, rng));
+  params.push_back(at::ones({3}, at::TensorOptions().dtype(dtype)).requires_grad_(true));
+  params.push_back(make_dense_param(dense_layout::channels_last_3d, dtype, rng));
+  params.push_back(make_dense_param(dense_layout::permuted, dtype, rng));
+  return params;
+}
+
+// A gradient's numel() elements from data_ptr(), in memory order: a contiguous 1-D copy of what
+// gradclip reads.
+Tensor storage_run(const Tensor& g) { return at::from_blob(g.data_ptr(), {g.numel()}, g.options()).clone(); }
+
+// Parameters whose gradients are the storage runs of params' gradients.
+params_t as_storage_runs(const params_t& params) {
+  params_t out;
+  for (const auto& p : params) {
+    const auto& g = p.grad();
+    const std::int64_t n = g.defined() ? g.numel() : 1;
+    auto q = at::zeros({n}, at::TensorOptions().dtype(p.scalar_type())).requires_grad_(true);
+    if (g.defined()) q.mutable_grad() = storage_run(g);
+    out.push_back(q);
+  }
+  return out;
+}
+
+// Copies of params (strides kept) in a dtype, gradients included; copies also in their own dtype.
+params_t converted(const params_t& params, at::ScalarType dtype) {
+  params_t out;
+  for (const auto& q : params) {
+    auto c = q.detach().to(dtype, false, /*copy=*/true).requires_grad_(true);
+    if (q.grad().defined()) {
+      c.mutable_grad() = q.grad().to(dtype, false, /*copy=*/true);  // MemoryFormat::Preserve: the same strides
+      REQUIRE(c.grad().strides() == q.grad().strides());
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+// Relative spacing of a dtype at the bottom of a binade (16-bit types: the tolerance of one rounding).
+double dtype_ulp(at::ScalarType dtype) {
+  return dtype == at::kHalf ? 0x1p-10 : (dtype == at::kBFloat16 ? 0x1p-7 : 0.0);
+}
+
+struct worst_seen {
+  double norm = 0, grad = 0;
+};
+
+// gradclip's clip_grad_norm_ on copies of params (gradients of one dtype, any layout gradclip
+// reads) against libtorch's: the norm within 1e-5 relative of libtorch's and within gradclip's bound
+// of the exact one; the gradients within 1e-5 relative of libtorch's (float, double) or one rounding
+// of the dtype from libtorch's float result (half, bfloat16: libtorch 1.13 cannot clip half on the
+// CPU and sums bfloat16 in bfloat16, so it runs on float copies); written in place (same memory, same
+// strides), not at all when the coefficient is 1; and bit for bit gradclip's own result on the
+// gradients' storage runs.
+void check_dense_norm(const params_t& params, at::ScalarType dtype, double p, double fraction, worst_seen& worst) {
+  const long double exact = ref::norm(grad_values(params), p);
+  const double max_norm = static_cast<double>(exact) * fraction;
+  auto ours = copy_params(params);
+  REQUIRE(gradclip::torch::uses_gradclip(ours));
+  std::vector<const void*> where;
+  std::vector<std::vector<std::int64_t>> strides;
+  for (const auto& q : ours) {
+    if (!q.grad().defined()) continue;
+    where.push_back(q.grad().data_ptr());
+    strides.push_back(q.grad().strides().vec());
+  }
+  const double n = gradclip::torch::clip_grad_norm_(ours, max_norm, p);
+  CHECK(ref::rel_err(n, exact) <= gradclip_bound(dtype, p));
+  std::size_t k = 0;
+  for (const auto& q : ours) {
+    if (!q.grad().defined()) continue;
+    CHECK(q.grad().data_ptr() == where[k]);
+    CHECK(q.grad().strides().vec() == strides[k]);
+    ++k;
+  }
+
+  const bool wide = dtype == at::kFloat || dtype == at::kDouble;
+  auto theirs = wide ? copy_params(params) : converted(params, at::kFloat);
+  const double n_theirs = torch::nn::utils::clip_grad_norm_(theirs, max_norm, p);
+  const double norm_diff = ref::rel_err(n, n_theirs);
+  CHECK(norm_diff <= 1e-5);
+  worst.norm = std::max(worst.norm, norm_diff);
+  if (fraction > 1) {
+    CHECK(same_grads(ours, params));  // coefficient 1: nothing written
+  } else {
+    const double d = worst_relative(ours, wide ? theirs : converted(theirs, dtype));
+    CHECK(d <= (wide ? 1e-5 : dtype_ulp(dtype)));
+    worst.grad = std::max(worst.grad, d);
+  }
+
+  // What gradclip read: the storage runs give the same bits.
+  auto runs = as_storage_runs(params);
+  CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(runs, max_norm, p), n));
+  for (std::size_t i = 0; i < ours.size(); ++i) {
+    if (ours[i].grad().defined()) CHECK(same_grad(storage_run(ours[i].grad()), runs[i].grad()));
+  }
+}
+
+// A small model whose weights are not contiguous: a Conv2d with a channels_last weight, a Conv3d
+// with a channels_last_3d one, a Linear with a transposed one. Autograd's AccumulateGrad gives a
+// non-overlapping and dense parameter's gradient the parameter's strides.
+struct dense_net : ::torch::nn::Module {
+  dense_net()
+      : conv2(register_module("conv2", ::torch::nn::Conv2d(::torch::nn::Conv2dOptions(3, 4, 3).padding(1)))),
+        conv3(register_module("conv3", ::torch::nn::Conv3d(::torch::nn::Conv3dOptions(2, 3, 3)))),
+        fc(register_module("fc", ::torch::nn::Linear(4 * 5 * 5, 6))) {}
+  ::torch::nn::Conv2d conv2;
+  ::torch::nn::Conv3d conv3;
+  ::torch::nn::Linear fc;
+};
+
+// The model in dtype after one backward pass on channels_last inputs.
+std::shared_ptr<dense_net> trained_dense_net(at::ScalarType dtype) {
+  at::manual_seed(1);
+  auto net = std::make_shared<dense_net>();
+  net->to(dtype);
+  net->conv2->weight.set_data(net->conv2->weight.data().contiguous(at::MemoryFormat::ChannelsLast));
+  net->conv3->weight.set_data(net->conv3->weight.data().contiguous(at::MemoryFormat::ChannelsLast3d));
+  net->fc->weight.set_data(net->fc->weight.data().t().contiguous().t());
+  const auto options = at::TensorOptions().dtype(dtype);
+  const auto x2 = at::randn({2, 3, 5, 5}, options).contiguous(at::MemoryFormat::ChannelsLast);
+  const auto x3 = at::randn({1, 2, 4, 4, 4}, options).contiguous(at::MemoryFormat::ChannelsLast3d);
+  const auto y = net->fc->forward(net->conv2->forward(x2).flatten(1));
+  const auto z = net->conv3->forward(x3);
+  (y.pow(2).sum() + 10 * z.pow(2).sum()).backward();
+  const auto& w2 = net->conv2->weight.grad();
+  const auto& w3 = net->conv3->weight.grad();
+  const auto& wf = net->fc->weight.grad();
+  REQUIRE((w2.is_contiguous(at::MemoryFormat::ChannelsLast) && !w2.is_contiguous()));
+  REQUIRE((w3.is_contiguous(at::MemoryFormat::ChannelsLast3d) && !w3.is_contiguous()));
+  REQUIRE((wf.t().is_contiguous() && !wf.is_contiguous()));
+  return net;
+}
+
+// The c10::Error message f throws ("" when it returns).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.msg().empty() ? std::string("(c10::Error)") : e.msg();
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("clip_grad_norm_ on channels_last, transposed and permuted gradients, in place", "[torch][norm][dense]") {
+  for (const auto dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
+    worst_seen worst;
+    for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+      const auto params = dense_params(dtype, seed * 101);
+      for (double p : {1.0, 2.0, 3.0, inf}) {
+        for (double fraction : {0.25, 4.0}) {
+          INFO("dtype = " << dtype << ", seed = " << seed << ", p = " << p << ", fraction = " << fraction);
+          check_dense_norm(params, dtype, p, fraction, worst);
+        }
+      }
+    }
+    WARN("dense gradients, dtype " << dtype << ": largest relative difference from libtorch: norm " << worst.norm
+                                   << ", gradient " << worst.grad);
+  }
+}
+
+TEST_CASE("clip_grad_norm_ on a conv model's channels_last and transposed gradients", "[torch][norm][dense]") {
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    const auto net = trained_dense_net(dtype);
+    const auto params = net->parameters();
+    REQUIRE(gradclip::torch::uses_gradclip(params));
+    REQUIRE(gradclip::torch::uses_gradclip(net->named_parameters()));
+    worst_seen worst;
+    for (double p : {1.0, 2.0, 3.0, inf}) {
+      for (double fraction : {0.25, 4.0}) {
+        INFO("dtype = " << dtype << ", p = " << p << ", fraction = " << fraction);
+        check_dense_norm(params, dtype, p, fraction, worst);
+      }
+    }
+    WARN("conv model, dtype " << dtype << ": largest relative difference from libtorch: norm " << worst.norm
+                              << ", gradient " << worst.grad);
+    if (dtype != at::kFloat) continue;
+    // The same gradients in half and bfloat16 (the model itself runs in float: libtorch 1.13's CPU
+    // convolutions are not all there for them).
+    for (const auto d16 : {at::kHalf, at::kBFloat16}) {
+      const auto params16 = converted(params, d16);
+      worst_seen w16;
+      for (double p : {1.0, 2.0, 3.0, inf}) {
+        for (double fraction : {0.25, 4.0}) {
+          INFO("dtype = " << d16 << ", p = " << p << ", fraction = " << fraction);
+          check_dense_norm(params16, d16, p, fraction, w16);
+        }
+      }
+      WARN("conv model, dtype " << d16 << ": largest relative difference from libtorch (float): norm " << w16.norm
+                                << ", gradient " << w16.grad);
+    }
+  }
+}
+
+TEST_CASE("clip_grad_norm_: a list mixing dtypes and layouts", "[torch][norm][dense]") {
+  std::mt19937_64 rng(13);
+  params_t params{make_dense_param(dense_layout::channels_last, at::kHalf, rng),
+                  make_dense_param(dense_layout::transposed, at::kDouble, rng),
+                  make_param({777}, at::kFloat, rng),
+                  make_dense_param(dense_layout::permuted, at::kBFloat16, rng),
+                  make_dense_param(dense_layout::channels_last_3d, at::kFloat, rng),
+                  make_param({3, 50}, at::kHalf, rng)};
+  for (double p : {1.0, 2.0, 3.0, inf}) {
+    INFO("p = " << p);
+    const long double exact = ref::norm(grad_values(params), p);
+    const double max_norm = static_cast<double>(exact) / 5;
+    auto ours = copy_params(params);
+    REQUIRE(gradclip::torch::uses_gradclip(ours));
+    const double n = gradclip::torch::clip_grad_norm_(ours, max_norm, p);
+    CHECK(ref::rel_err(n, exact) <= gradclip_bound(at::kFloat, p));
+    // libtorch on double copies (strides kept): the same norm, and gradients that round to ours.
+    auto as_double = converted(params, at::kDouble);
+    CHECK(ref::rel_err(n, torch::nn::utils::clip_grad_norm_(as_double, max_norm, p)) <= 1e-5);
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      const auto dtype = ours[i].grad().scalar_type();
+      const auto rounded = converted({as_double[i]}, dtype);
+      CHECK(worst_relative({ours[i]}, rounded) <= std::max(1e-5, dtype_ulp(dtype)));
+    }
+    auto runs = as_storage_runs(params);
+    CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(runs, max_norm, p), n));
+    for (std::size_t i = 0; i < ours.size(); ++i) CHECK(same_grad(storage_run(ours[i].grad()), runs[i].grad()));
+  }
+}
+
+TEST_CASE("clip_grad_norm_: error_if_nonfinite with a non-finite value in a channels_last gradient",
+          "[torch][norm][nonfinite][dense]") {
+  for (double bad : {ref::inf, -ref::inf, ref::nan}) {
+    for (double p : {1.0, 2.0, inf}) {
+      INFO("bad = " << bad << ", p = " << p);
+      auto params = dense_params(at::kFloat, 23);
+      params[0].grad()[1][2][3][1].fill_(bad);
+      auto ours = copy_params(params), theirs = copy_params(params);
+      const std::string our_msg = error_of([&] { gradclip::torch::clip_grad_norm_(ours, 1.0, p, true); });
+      const std::string their_msg = error_of([&] { torch::nn::utils::clip_grad_norm_(theirs, 1.0, p, true); });
+      CHECK_FALSE(our_msg.empty());
+      CHECK(our_msg == their_msg);
+      CHECK(same_grads(ours, params));
+      CHECK(same_grads(theirs, params));
+      const double n_ours = gradclip::torch::clip_grad_norm_(ours, 1.0, p);
+      const double n_theirs = torch::nn::utils::clip_grad_norm_(theirs, 1.0, p);
+      CHECK(ref::same_bits(n_ours, std::isnan(bad) ? n_ours : ref::inf));
+      CHECK(std::isnan(n_ours) == std::isnan(n_theirs));
+      CHECK((std::isnan(n_ours) || n_ours == n_theirs));
+      bool nan_mismatch = false;
+      CHECK(worst_relative(ours, theirs, &nan_mismatch) == 0.0);
+      CHECK_FALSE(nan_mismatch);
+    }
+  }
+}
+
+TEST_CASE("a dense gradient inside a larger storage: only its own elements are read and written", "[torch][dense]") {
+  std::mt19937_64 rng(14);
+  for (int value_clip = 0; value_clip < 2; ++value_clip) {
+    INFO("clip_grad_" << (value_clip ? "value_" : "norm_"));
+    const auto big = make_param({10, 7}, at::kFloat, rng).grad();
+    const auto before = big.clone();
+    auto p = at::zeros({7, 3}).requires_grad_(true);
+    p.mutable_grad() = big.narrow(0, 2, 3).t();  // rows 2..4, transposed: offset 14, strides (1, 7)
+    REQUIRE(p.grad().storage_offset() == 14);
+    REQUIRE((p.grad().is_non_overlapping_and_dense() && !p.grad().is_contiguous()));
+    REQUIRE(gradclip::torch::uses_gradclip(p));
+    auto theirs = copy_params({p});
+    if (value_clip) {
+      gradclip::torch::clip_grad_value_(p, 0.3);
+      torch::nn::utils::clip_grad_value_(theirs, 0.3);
+      CHECK(same_grads({p}, theirs));
+    } else {
+      const double n = gradclip::torch::clip_grad_norm_(p, 0.1);
+      CHECK(ref::rel_err(n, torch::nn::utils::clip_grad_norm_(theirs, 0.1)) <= 1e-5);
+      CHECK(worst_relative({p}, theirs) <= 1e-5);
+    }
+    CHECK(at::equal(big.narrow(0, 0, 2), before.narrow(0, 0, 2)));
+    CHECK(at::equal(big.narrow(0, 5, 5), before.narrow(0, 5, 5)));
+    CHECK_FALSE(at::equal(big.narrow(0, 2, 3), before.narrow(0, 2, 3)));
+  }
+}
+
+TEST_CASE("clip_grad_value_ on dense non-contiguous gradients matches libtorch bit for bit", "[torch][value][dense]") {
+  for (const auto dtype : {at::kFloat, at::kDouble, at::kBFloat16}) {
+    for (double clip_value : {0.0, 0.1, 0.5, 3.0}) {
+      INFO("dtype = " << dtype << ", clip_value = " << clip_value);
+      auto params = dense_params(dtype, 31);
+      auto g = params[2].grad();  // transposed
+      g[0][0].fill_(ref::nan);
+      g[1][0].fill_(ref::inf);
+      g[2][0].fill_(-ref::inf);
+      g[3][0].fill_(-0.0);
+      auto ours = copy_params(params), theirs = copy_params(params);
+      REQUIRE(gradclip::torch::uses_gradclip(ours));
+      const void* where = ours[0].grad().data_ptr();
+      gradclip::torch::clip_grad_value_(ours, clip_value);
+      torch::nn::utils::clip_grad_value_(theirs, clip_value);
+      CHECK(ours[0].grad().data_ptr() == where);
+      for (std::size_t i = 0; i < ours.size(); ++i) {
+        if (!ours[i].grad().defined()) continue;
+        CHECK(ours[i].grad().strides() == params[i].grad().strides());
+        CHECK(same_grad(ours[i].grad().nan_to_num(0.5), theirs[i].grad().nan_to_num(0.5)));
+        CHECK(at::equal(ours[i].grad().isnan(), theirs[i].grad().isnan()));
+      }
+    }
+  }
+  // half: no CPU clamp in libtorch 1.13; the nearest half of the bound, as for contiguous gradients.
+  auto h = dense_params(at::kHalf, 32);
+  const auto before = converted(h, at::kFloat);
+  gradclip::torch::clip_grad_value_(h, 0.1);
+  const float bound = static_cast<float>(at::Half(0.1f));
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    if (h[i].grad().defined()) CHECK(at::equal(h[i].grad().to(at::kFloat), before[i].grad().clamp(-bound, bound)));
+  }
+}
+
+TEST_CASE("the overloads: vector, braced list, Tensor, at::TensorList and named_parameters() give the same bits",
+          "[torch][overloads][dense]") {
+  const auto net = trained_dense_net(at::kFloat);
+  const auto params = net->parameters();
+  REQUIRE(params.size() == 6);
+  const auto original = copy_params(params);
+  const auto restore = [&] {
+    for (std::size_t i = 0; i < params.size(); ++i) params[i].grad().copy_(original[i].grad());
+  };
+  const at::TensorList list(params);
+  CHECK(gradclip::torch::uses_gradclip(list));
+  CHECK(gradclip::torch::uses_gradclip({params[0], params[1], params[2]}));
+  CHECK(gradclip::torch::uses_gradclip(params[0]));
+  for (double p : {1.0, 2.0, inf}) {
+    for (double max_norm : {1e-3, 1e6}) {
+      INFO("p = " << p << ", max_norm = " << max_norm);
+      auto want = copy_params(original);
+      const double n = gradclip::torch::clip_grad_norm_(want, max_norm, p);  // the vector form
+      restore();
+      CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(net->named_parameters(), max_norm, p), n));
+      CHECK(same_grads(params, want));
+      restore();
+      CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(list, max_norm, p), n));
+      CHECK(same_grads(params, want));
+      restore();
+      CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(
+                               {params[0], params[1], params[2], params[3], params[4], params[5]}, max_norm, p),
+                           n));
+      CHECK(same_grads(params, want));
+      // One tensor (the channels_last conv weight).
+      restore();
+      auto one = copy_params({original[0]});
+      CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(params[0], max_norm, p),
+                           gradclip::torch::clip_grad_norm_(one, max_norm, p)));
+      CHECK(same_grad(params[0].grad(), one[0].grad()));
+    }
+  }
+  for (double clip_value : {1e-3, 0.05}) {
+    INFO("clip_value = " << clip_value);
+    auto want = copy_params(original);
+    gradclip::torch::clip_grad_value_(want, clip_value);
+    restore();
+    gradclip::torch::clip_grad_value_(net->named_parameters(), clip_value);
+    CHECK(same_grads(params, want));
+    restore();
+    gradclip::torch::clip_grad_value_(list, clip_value);
+    CHECK(same_grads(params, want));
+    restore();
+    gradclip::torch::clip_grad_value_({params[0], params[1], params[2], params[3], params[4], params[5]}, clip_value);
+    CHECK(same_grads(params, want));
+    restore();
+    gradclip::torch::clip_grad_value_(params[0], clip_value);
+    CHECK(same_grad(params[0].grad(), want[0].grad()));
+  }
+  // A dict with a gradient gradclip does not read: libtorch's call on its values.
+  std::mt19937_64 rng(15);
+  auto gapped = at::zeros({12, 20}).requires_grad_(true);
+  gapped.mutable_grad() = make_param({12, 40}, at::kFloat, rng).grad().slice(1, 0, 40, 2);
+  const auto make_dict = [&](const params_t& ps) {
+    ::torch::OrderedDict<std::string, Tensor> dict;
+    for (std::size_t i = 0; i < ps.size(); ++i) dict.insert("p" + std::to_string(i), ps[i]);
+    return dict;
+  };
+  const params_t mixed{original[0], gapped, original[5]};
+  auto ours = copy_params(mixed), theirs = copy_params(mixed);
+  CHECK_FALSE(gradclip::torch::uses_gradclip(make_dict(ours)));
+  CHECK_FALSE(gradclip::torch::uses_gradclip(at::TensorList(ours)));
+  CHECK(ref::same_bits(gradclip::torch::clip_grad_norm_(make_dict(ours), 1e-3),
+                       torch::nn::utils::clip_grad_norm_(theirs, 1e-3)));
+  CHECK(same_grads(ours, theirs));
+}
+
+namespace {
+
+// A list of dense gradients (on gradclip's kernels alone) plus one that gradclip does not read,
+// built the same way on every call.
+params_t deferred_case(int kind) {
+  auto params = dense_params(at::kFloat, 41);
+  std::mt19937_64 rng(42);
+  Tensor p, g;
+  switch (kind) {
+    case 0:  // expanded: stride 0, overlapping
+      p = at::zeros({20, 30});
+      g = make_param({1, 30}, at::kFloat, rng).grad().expand({20, 30});
+      break;
+    case 1:  // as_strided with overlapping rows
+      p = at::zeros({10, 10});
+      g = make_param({60}, at::kFloat, rng).grad().as_strided({10, 10}, {5, 1});
+      break;
+    case 2:  // a slice with a step (x[:, ::2])
+      p = at::zeros({12, 20});
+      g = make_param({12, 40}, at::kFloat, rng).grad().slice(1, 0, 40, 2);
+      break;
+    case 3:  // channels_last, narrowed along the channels: gaps
+      p = at::zeros({3, 5, 4, 5});
+      g = make_param({3, 8, 4, 5}, at::kFloat, rng).grad().contiguous(at::MemoryFormat::ChannelsLast).narrow(1, 0, 5);
+      break;
+    case 4:  // transposed, with gaps
+      p = at::zeros({40, 30});
+      g = make_param({30, 50}, at::kFloat, rng).grad().narrow(1, 0, 40).t();
+      break;
+    default:  // sparse
+      p = at::zeros({50});
+      g = make_param({50}, at::kFloat, rng).grad().to_sparse();
+      break;
+  }
+  p.requires_grad_(true);
+  p.mutable_grad() = g;
+  params.insert(params.begin() + 2, p);
+  return params;
+}
+
+bool same_grads_any_layout(const params_t& a, const params_t& b) {
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto& x = a[i].grad();
+    const auto& y = b[i].grad();
+    if (x.defined() && x.is_sparse() && y.defined() && y.is_sparse()) {
+      if (!same_grad(x.to_dense(), y.to_dense())) return false;
+    } else if (!same_grad(x, y)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("overlapping, gapped and sparse gradients still go to libtorch, beside dense ones",
+          "[torch][fallback][dense]") {
+  const char* names[] = {"expanded", "as_strided, overlapping", "slice with a step", "channels_last, narrowed channels",
+                         "transposed with gaps", "sparse"};
+  for (int kind = 0; kind < 6; ++kind) {
+    INFO("gradient: " << names[kind]);
+    REQUIRE_FALSE(gradclip::torch::uses_gradclip(deferred_case(kind)));
+    if (kind != 5) REQUIRE_FALSE(deferred_case(kind)[2].grad().is_non_overlapping_and_dense());
+    std::string outcomes;
+    for (double p : {1.0, 2.0, inf}) {
+      INFO("p = " << p);
+      auto ours = deferred_case(kind), theirs = deferred_case(kind);
+      double a = 0, b = 0;
+      const auto ea = error_of([&] { a = gradclip::torch::clip_grad_norm_(ours, 0.1, p); });
+      const auto eb = error_of([&] { b = torch::nn::utils::clip_grad_norm_(theirs, 0.1, p); });
+      CHECK(ea == eb);
+      if (ea.empty()) {
+        CHECK(ref::same_bits(a, b));
+        CHECK(same_grads_any_layout(ours, theirs));
+      }
+      outcomes += (ea.empty() ? " ok" : " throws");
+    }
+    // clip_grad_value_: per tensor, libtorch's clamp_ for this one.
+    auto ours = deferred_case(kind), theirs = deferred_case(kind);
+    const auto ea = error_of([&] { gradclip::torch::clip_grad_value_(ours, 0.2); });
+    const auto eb = error_of([&] { torch::nn::utils::clip_grad_value_(theirs, 0.2); });
+    CHECK(ea == eb);
+    if (ea.empty()) CHECK(same_grads_any_layout(ours, theirs));
+    WARN(names[kind] << ": libtorch's clip_grad_norm_ (p = 1, 2, inf):" << outcomes << "; clip_grad_value_: "
+                     << (ea.empty() ? "ok" : ea.substr(0, 80)));
   }
 }
