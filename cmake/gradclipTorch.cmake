@@ -61,6 +61,18 @@ else()
     message(STATUS "gradclip: gradclip::torch with the parent project's libtorch")
 endif()
 
+# libtorch's process groups (gradclip/torch_distributed.hpp needs only the generic c10d headers,
+# which libtorch ships): the c10d tests and example run a Gloo group, whose header
+# (ProcessGroupGloo.hpp) is empty without USE_C10D_GLOO and includes Debian's libgloo-dev headers.
+# Without them those are left out, with one message.
+find_path(GRADCLIP_GLOO_INCLUDE_DIR gloo/config.h)
+set(GRADCLIP_TORCH_GLOO OFF)
+if(GRADCLIP_GLOO_INCLUDE_DIR)
+    set(GRADCLIP_TORCH_GLOO ON)
+else()
+    message(STATUS "gradclip: gloo headers (libgloo-dev) not found; no c10d (torch_distributed) tests or example")
+endif()
+
 # libtorch is not built with sanitizers: an ASan/UBSan build reports libtorch's own allocations and
 # static initialisers, so the sanitizer builds leave the libtorch tests and example out.
 if(GRADCLIP_SANITIZE)
@@ -77,6 +89,19 @@ else()
         if(GRADCLIP_BUILD_TESTS)
             add_test(NAME gradclip_example_torch_clip COMMAND gradclip_example_torch_clip --steps 30)
             set_tests_properties(gradclip_example_torch_clip PROPERTIES LABELS torch ENVIRONMENT "OMP_NUM_THREADS=1")
+        endif()
+        if(GRADCLIP_TORCH_GLOO)
+            add_executable(gradclip_example_torch_distributed "${PROJECT_SOURCE_DIR}/examples/torch_distributed.cpp")
+            target_compile_definitions(gradclip_example_torch_distributed PRIVATE USE_C10D_GLOO)
+            target_include_directories(gradclip_example_torch_distributed SYSTEM PRIVATE "${GRADCLIP_GLOO_INCLUDE_DIR}")
+            target_link_libraries(gradclip_example_torch_distributed PRIVATE gradclip::torch gradclip_dev_flags)
+            if(GRADCLIP_BUILD_TESTS)
+                add_test(NAME gradclip_example_torch_distributed
+                         COMMAND bash "${PROJECT_SOURCE_DIR}/tests/torch/run_ranks.sh" 4
+                                 $<TARGET_FILE:gradclip_example_torch_distributed>)
+                set_tests_properties(gradclip_example_torch_distributed PROPERTIES LABELS torch TIMEOUT 150
+                                     ENVIRONMENT "OMP_NUM_THREADS=1")
+            endif()
         endif()
     endif()
 endif()

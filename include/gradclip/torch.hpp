@@ -96,6 +96,16 @@ inline bool supported_grad(const at::Tensor& g) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
+[[noreturn]] inline void throw_nonfinite(double norm_type) {
+  // libtorch's TORCH_CHECK message, word for word.
+  std::ostringstream msg;
+  msg << "The total norm of order " << norm_type << " for gradients from `parameters` "
+      << "is non-finite, so it cannot be clipped. To disable this error and scale "
+      << "the gradients with the non-finite norm anyway, set "
+      << "`error_if_nonfinite=false`";
+  throw c10::Error(c10::SourceLocation{__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)}, msg.str());
+}
+
 // Views of the gradients, one group per dtype. Building them allocates (the
 // vectors); libtorch's own call allocates a tensor per parameter.
 struct grad_groups {
@@ -112,6 +122,53 @@ struct grad_groups {
     f(f64);
     f(f16);
     f(bf16);
+  }
+
+  template <class F>
+  void for_each(F&& f) const {
+    f(f32);
+    f(f64);
+    f(f16);
+    f(bf16);
+  }
+
+  // The groups' partial norms combined in the fixed order above (float, double,
+  // half, bfloat16): one read pass over every gradient.
+  norm_partial partial(double norm_type) const {
+    norm_partial total;
+    for_each([&](const auto& group) {
+      if (!group.empty()) total = combine_partials(total, partial_norm(group, norm_type), norm_type);
+    });
+    return total;
+  }
+
+  // libtorch's clip_grad_value_ on every group: the bound rounded to nearest in
+  // each dtype, as libtorch does, so results are libtorch's bit for bit.
+  void clip_value(double clip_value) {
+    for_each([&](auto& group) {
+      using T = std::remove_pointer_t<decltype(group.front().data())>;
+      const double bound = gradclip::detail::to_double(gradclip::detail::element_traits<T>::nearest(clip_value));
+      if (!group.empty()) clip_by_value(group, -bound, bound);
+    });
+  }
+
+  // libtorch's coefficient max_norm / (total + 1e-6), clamped to 1, on every group
+  // (no write pass when it is 1).
+  void clip_with_total(double max_norm, double total, double norm_type) {
+    const clip_options options{norm_type, 1e-6, nonfinite::propagate};
+    for_each([&](auto& group) {
+      if (!group.empty()) clip_with_norm(group, max_norm, total, options);
+    });
+  }
+
+  // clip_grad_norm_ on gradclip's kernels: one read pass, the total, libtorch's
+  // error check, one write pass. No gradient gives 0.
+  double clip_norm(double max_norm, double norm_type, bool error_if_nonfinite) {
+    if (size() == 0) return 0.0;
+    const double total = norm_from_partial(partial(norm_type), norm_type);
+    if (error_if_nonfinite && !gradclip::detail::is_finite(total)) throw_nonfinite(norm_type);
+    clip_with_total(max_norm, total, norm_type);
+    return total;
   }
 
   void add(const at::Tensor& g) {
@@ -153,15 +210,6 @@ inline bool valid_norm_args(double max_norm, double norm_type) noexcept {
          norm_type > 0.0;
 }
 
-[[noreturn]] inline void throw_nonfinite(double norm_type) {
-  // libtorch's TORCH_CHECK message, word for word.
-  std::ostringstream msg;
-  msg << "The total norm of order " << norm_type << " for gradients from `parameters` "
-      << "is non-finite, so it cannot be clipped. To disable this error and scale "
-      << "the gradients with the non-finite norm anyway, set "
-      << "`error_if_nonfinite=false`";
-  throw c10::Error(c10::SourceLocation{__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)}, msg.str());
-}
 
 }  // namespace detail
 
@@ -199,22 +247,7 @@ inline double clip_grad_norm_(at::TensorList parameters, double max_norm, double
   if (!detail::valid_norm_args(max_norm, norm_type) || !detail::collect(parameters, groups)) {
     return ::torch::nn::utils::clip_grad_norm_(parameters.vec(), max_norm, norm_type, error_if_nonfinite);
   }
-  if (groups.size() == 0) return 0.0;
-
-  // One read pass: each dtype group's partial, combined in a fixed order.
-  norm_partial total_partial;
-  groups.for_each([&](const auto& group) {
-    if (!group.empty()) total_partial = combine_partials(total_partial, partial_norm(group, norm_type), norm_type);
-  });
-  const double total = norm_from_partial(total_partial, norm_type);
-  if (error_if_nonfinite && !gradclip::detail::is_finite(total)) detail::throw_nonfinite(norm_type);
-
-  // One write pass (none when the coefficient is 1).
-  const clip_options options{norm_type, 1e-6, nonfinite::propagate};
-  groups.for_each([&](auto& group) {
-    if (!group.empty()) clip_with_norm(group, max_norm, total, options);
-  });
-  return total;
+  return groups.clip_norm(max_norm, norm_type, error_if_nonfinite);
 }
 
 inline double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type = 2.0,
@@ -258,11 +291,7 @@ inline void clip_grad_value_(at::TensorList parameters, double clip_value) {
       g.data().clamp_(-clip_value, clip_value);
     }
   }
-  groups.for_each([&](auto& group) {
-    using T = std::remove_pointer_t<decltype(group.front().data())>;
-    const double bound = gradclip::detail::to_double(gradclip::detail::element_traits<T>::nearest(clip_value));
-    if (!group.empty()) clip_by_value(group, -bound, bound);
-  });
+  groups.clip_value(clip_value);
 }
 
 inline void clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
