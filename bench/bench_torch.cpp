@@ -8,12 +8,19 @@
 //                                                         list of views from the tensors every call
 //                                                         (what a training step does)
 //   BM_gradclip_on_torch_group_views/...                  the same with the views built once
+//   BM_gradclip_torch_adapter/tensors:T/size:S            gradclip::torch::clip_grad_norm_ on T
+//                                                         tensors of S (the adapter: its checks,
+//                                                         views, dtype groups), 10,000 x 100 and
+//                                                         1 x 1e6
+//   BM_gradclip_torch_arena/tensors:10000/size:100        the same call on a gradient_arena over
+//                                                         those parameters (one run per dtype)
 //
 // Both sides clip on every call (max_norm tracks just below the norm, see clip_tracker in
 // bench_common.hpp); libtorch multiplies every gradient even when it does not clip, so its time
 // does not depend on that. Gradients are set with p.mutable_grad() and hold uniform [-1, 1) values.
 #include "bench_common.hpp"
 
+#include <gradclip/torch.hpp>
 #include <torch/torch.h>
 
 #include <limits>
@@ -82,6 +89,27 @@ void gradclip_rows(benchmark::State& state, std::int64_t count, std::int64_t siz
   set_bytes(state, count * size);
 }
 
+// gradclip::torch::clip_grad_norm_, on the parameters or on a gradient_arena over them.
+void adapter_rows(benchmark::State& state, std::int64_t count, std::int64_t size, bool arena) {
+  auto params = make_params(count, size);
+  clip_tracker t(gradclip::global_norm(grad_views(params)));
+  gradclip::torch::gradient_arena a;
+  if (arena) {
+    a = gradclip::torch::gradient_arena(params);
+    if (!a.bound()) {
+      state.SkipWithError("gradient_arena not bound");
+      return;
+    }
+  }
+  for (auto _ : state) {
+    const double total =
+        arena ? gradclip::torch::clip_grad_norm_(a, t.max_norm) : gradclip::torch::clip_grad_norm_(params, t.max_norm);
+    track_torch(t, total);
+  }
+  t.report(state);
+  set_bytes(state, count * size);
+}
+
 void BM_torch_clip_grad_norm(benchmark::State& state) { torch_rows(state, 1, state.range(0)); }
 void BM_gradclip_on_torch(benchmark::State& state) { gradclip_rows(state, 1, state.range(0), false); }
 void BM_torch_clip_grad_norm_group(benchmark::State& state) { torch_rows(state, state.range(0), state.range(1)); }
@@ -92,11 +120,22 @@ void BM_gradclip_on_torch_group_views(benchmark::State& state) {
   gradclip_rows(state, state.range(0), state.range(1), true);
 }
 
+void BM_gradclip_torch_adapter(benchmark::State& state) {
+  adapter_rows(state, state.range(0), state.range(1), false);
+}
+void BM_gradclip_torch_arena(benchmark::State& state) { adapter_rows(state, state.range(0), state.range(1), true); }
+
 BENCHMARK(BM_torch_clip_grad_norm)->ArgNames({"n"})->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_gradclip_on_torch)->ArgNames({"n"})->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_torch_clip_grad_norm_group)->ArgNames({"tensors", "size"})->Args({10000, 100})->UseRealTime();
 BENCHMARK(BM_gradclip_on_torch_group)->ArgNames({"tensors", "size"})->Args({10000, 100})->UseRealTime();
 BENCHMARK(BM_gradclip_on_torch_group_views)->ArgNames({"tensors", "size"})->Args({10000, 100})->UseRealTime();
+BENCHMARK(BM_gradclip_torch_adapter)
+    ->ArgNames({"tensors", "size"})
+    ->Args({10000, 100})
+    ->Args({1, 1000000})
+    ->UseRealTime();
+BENCHMARK(BM_gradclip_torch_arena)->ArgNames({"tensors", "size"})->Args({10000, 100})->UseRealTime();
 
 }  // namespace
 

@@ -67,6 +67,8 @@
 #include <torch/types.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/ordered_dict.h>
+#include <torch/utils.h>
+#include <c10/util/strides.h>
 
 #include "gradclip.hpp"
 
@@ -309,6 +311,251 @@ inline void clip_grad_value_(const at::Tensor& parameter, double clip_value) {
 inline void clip_grad_value_(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters, double clip_value) {
   clip_grad_value_(at::TensorList(named_parameters.values()), clip_value);
 }
+
+// ---- gradient_arena: every parameter's gradient a slice of one buffer per dtype ----
+//
+//   gradclip::torch::gradient_arena arena(model->parameters());   // once, after the model is built
+//   for (...) {
+//     optimizer.zero_grad();                 // set_to_none = false: nothing else to do
+//     loss.backward();                       // accumulates into the arena's memory
+//     gradclip::torch::clip_grad_norm_(arena, 1.0);   // one run per dtype
+//     optimizer.step();
+//   }
+//   // with zero_grad(/*set_to_none=*/true): call arena.bind() after it, before backward
+//
+// The arena allocates one contiguous CPU tensor per dtype (float, double, half,
+// bfloat16: flat()), holding every gradient end to end in parameter order, and
+// makes each parameter's .grad() a tensor of the parameter's shape (contiguous)
+// over its slice. Each grad is a storage alias (Tensor::set_ onto the arena's
+// storage), not an autograd view, so zero_grad's detach_() works on it (it throws
+// "Can't detach views in-place" on a view) and zero_() clears the slice in place.
+// backward writes into a defined gradient in place (AccumulateGrad: grad +=
+// new_grad, outside create_graph), so the gradients stay in the arena from step
+// to step as long as they stay defined, as with DDP's gradient_as_bucket_view.
+//
+// Which parameters get a slice: CPU, strided, float/double/half/bfloat16 ones that
+// require grad, each once (a tensor listed twice shares its first slice). Others
+// are kept in parameters() and handled by the ordinary path.
+//
+// bind(): makes every sliced parameter's gradient its slice again: an undefined
+// one (zero_grad(set_to_none = true); a parameter not reached by backward since
+// it was set to none) becomes the slice, zeroed; one elsewhere (a backward after
+// set_to_none allocates fresh gradients; create_graph = true or an assignment
+// replaces them) is copied into the slice and replaced by it, values kept.
+// The constructor binds. Call bind() after zero_grad(set_to_none = true), before
+// backward; it costs nothing for gradients already bound (a check each). Note
+// that a bound gradient is always defined: a parameter that backward does not
+// reach keeps zeros (as after zero_grad(set_to_none = false)) instead of having
+// no gradient, which optimizers such as Adam treat differently (they step it).
+//
+// clip_grad_norm_(arena, ...) and clip_grad_value_(arena, ...) are the calls on
+// arena.parameters(), same results within gradclip's accuracy bound: when bound()
+// (every sliced parameter's gradient is its slice, unchanged in place, and the
+// others have none) they run on the flat tensors, one run per dtype, after a
+// pointer check per parameter; otherwise on the parameters' gradients as they
+// are (one view per gradient), never on stale slices. So a missing bind() costs speed, never
+// correctness. The flat tensors are the gradients' memory: all-reduce them in
+// place to all-reduce every gradient (when bound(); a slice that is not bound
+// is stale). Keep the arena alive while the gradients are used: they share its
+// storage (they keep it alive, the arena keeps the bookkeeping).
+class gradient_arena {
+ public:
+  gradient_arena() = default;
+
+  explicit gradient_arena(at::TensorList parameters) : params_(parameters.vec()) {
+    std::int64_t totals[kinds] = {0, 0, 0, 0};
+    entries_.resize(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      auto& e = entries_[i];
+      if (!p.defined() || !p.requires_grad() || !p.device().is_cpu() || p.layout() != at::kStrided) continue;
+      const int k = kind_of(p.scalar_type());
+      if (k < 0) continue;
+      bool seen = false;
+      for (std::size_t j = 0; j < i && !seen; ++j) seen = params_[j].unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+      if (seen) {
+        duplicates_ = true;
+        continue;
+      }
+      e.kind = k;
+      e.offset = totals[k];
+      e.numel = p.numel();
+      totals[k] += p.numel();
+    }
+    for (int k = 0; k < kinds; ++k) total_[k] = totals[k];
+    bind();
+  }
+
+  explicit gradient_arena(const std::vector<at::Tensor>& parameters) : gradient_arena(at::TensorList(parameters)) {}
+  explicit gradient_arena(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters)
+      : gradient_arena(at::TensorList(named_parameters.values())) {}
+
+  // Makes every sliced parameter's gradient its slice (see above); returns how many
+  // gradients it had to bind (0: all were bound).
+  std::size_t bind() {
+    // A flat tensor changed by its user (resized, strided, set_ elsewhere) is
+    // replaced: every slice of its dtype is then bound again, onto the new one.
+    for (int k = 0; k < kinds; ++k) {
+      if (!has_kind(k)) continue;
+      if (!flat_[k].defined() || !flat_[k].is_contiguous() || flat_[k].numel() != total_[k] ||
+          flat_[k].scalar_type() != scalar_type_of(k) || !flat_[k].device().is_cpu()) {
+        flat_[k] = at::zeros({total_[k]}, at::TensorOptions().dtype(scalar_type_of(k)));
+      }
+      base_[k] = flat_[k].data_ptr();
+    }
+    std::size_t rebound = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto& e = entries_[i];
+      if (e.kind < 0 || entry_bound(i)) continue;
+      auto& p = params_[i];
+      auto& flat = flat_[e.kind];
+      // The parameter's shape, contiguous strides, over [offset, offset + numel) of
+      // the arena's storage: an alias of the storage, no autograd view.
+      auto slice = at::empty({0}, flat.options());
+      slice.set_(flat.storage(), flat.storage_offset() + e.offset, p.sizes(), c10::contiguous_strides(p.sizes()));
+      const auto& g = p.grad();
+      if (g.defined()) {
+        ::torch::NoGradGuard no_grad;
+        slice.copy_(g.is_sparse() ? g.to_dense() : g);
+      } else {
+        slice.zero_();
+      }
+      p.mutable_grad() = std::move(slice);
+      ++rebound;
+    }
+    return rebound;
+  }
+
+  // Whether every sliced parameter's gradient is its slice and the others have
+  // none: then clip_grad_norm_(arena) runs on flat(), one run per dtype.
+  bool bound() const {
+    if (duplicates_) return false;
+    for (int k = 0; k < kinds; ++k) {
+      if (flat_[k].defined() && (!flat_[k].is_contiguous() || flat_[k].numel() != total_[k] ||
+                                 flat_[k].data_ptr() != base_[k])) {
+        return false;
+      }
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (entries_[i].kind < 0 ? params_[i].unsafeGetTensorImpl()->grad().defined() : !entry_bound(i)) return false;
+    }
+    return true;
+  }
+
+  // The parameters, as given (clip_grad_norm_(arena) is the call on these).
+  const std::vector<at::Tensor>& parameters() const noexcept { return params_; }
+
+  // The flat tensor of a dtype (1-d, contiguous, CPU; the slices of that dtype's
+  // parameters end to end, in parameter order), or an undefined tensor when no
+  // sliced parameter has that dtype.
+  at::Tensor flat(at::ScalarType dtype) const {
+    const int k = kind_of(dtype);
+    return k < 0 ? at::Tensor() : flat_[k];
+  }
+
+  // The defined flat tensors, in the order float, double, half, bfloat16.
+  std::vector<at::Tensor> flat() const {
+    std::vector<at::Tensor> out;
+    for (const auto& f : flat_)
+      if (f.defined()) out.push_back(f);
+    return out;
+  }
+
+  // Whether a parameter (by identity) has a slice.
+  bool contains(const at::Tensor& parameter) const {
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (entries_[i].kind >= 0 && params_[i].unsafeGetTensorImpl() == parameter.unsafeGetTensorImpl()) return true;
+    return false;
+  }
+
+  // For clip_grad_norm_ and clip_grad_value_: the flat tensors as one view per dtype.
+  void flat_groups(detail::grad_groups& out) const {
+    for (const auto& f : flat_)
+      if (f.defined() && f.numel() > 0) out.add(f);
+  }
+
+ private:
+  static constexpr int kinds = 4;
+
+  struct entry {
+    int kind = -1;  // index into flat_, -1: no slice
+    std::int64_t offset = 0;
+    std::int64_t numel = 0;
+  };
+
+  static int kind_of(at::ScalarType t) noexcept {
+    switch (t) {
+      case at::kFloat:
+        return 0;
+      case at::kDouble:
+        return 1;
+      case at::kHalf:
+        return 2;
+      case at::kBFloat16:
+        return 3;
+      default:
+        return -1;
+    }
+  }
+
+  static at::ScalarType scalar_type_of(int k) noexcept {
+    constexpr at::ScalarType types[kinds] = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16};
+    return types[k];
+  }
+
+  bool has_kind(int k) const noexcept {
+    for (const auto& e : entries_)
+      if (e.kind == k) return true;
+    return false;
+  }
+
+  // Whether parameter i's gradient covers exactly its slice: defined, of the slice's
+  // dtype, contiguous, not a negative view, numel() elements from the slice's first
+  // one in the current flat tensor. Not its identity: Module::zero_grad replaces a
+  // gradient by grad.detach() (a new tensor over the same memory), which stays bound.
+  bool entry_bound(std::size_t i) const {
+    const auto& e = entries_[i];
+    const at::Tensor& g = params_[i].grad();
+    if (!g.defined() || !g.has_storage() || g.scalar_type() != scalar_type_of(e.kind) || g.numel() != e.numel ||
+        !g.is_contiguous() || g.is_neg()) {
+      return false;
+    }
+    return e.numel == 0 || g.data_ptr() == static_cast<const char*>(base_[e.kind]) +
+                                               e.offset * static_cast<std::int64_t>(g.itemsize());
+  }
+
+  std::vector<at::Tensor> params_;
+  std::vector<entry> entries_;
+  at::Tensor flat_[kinds];
+  std::int64_t total_[kinds] = {0, 0, 0, 0};
+  const void* base_[kinds] = {nullptr, nullptr, nullptr, nullptr};  // flat_[k]'s first element when bound
+  bool duplicates_ = false;
+};
+
+// clip_grad_norm_ on the arena's parameters: one run per dtype over flat() when
+// arena.bound(), else the call on arena.parameters() (see gradient_arena).
+inline double clip_grad_norm_(const gradient_arena& arena, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false) {
+  if (!detail::valid_norm_args(max_norm, norm_type) || !arena.bound()) {
+    return clip_grad_norm_(at::TensorList(arena.parameters()), max_norm, norm_type, error_if_nonfinite);
+  }
+  detail::grad_groups groups;
+  arena.flat_groups(groups);
+  return groups.clip_norm(max_norm, norm_type, error_if_nonfinite);
+}
+
+// clip_grad_value_ on the arena's parameters (over flat() when arena.bound()).
+inline void clip_grad_value_(const gradient_arena& arena, double clip_value) {
+  if (gradclip::detail::is_nan(clip_value) || clip_value < 0.0 || !arena.bound()) {
+    clip_grad_value_(at::TensorList(arena.parameters()), clip_value);
+    return;
+  }
+  detail::grad_groups groups;
+  arena.flat_groups(groups);
+  groups.clip_value(clip_value);
+}
+
+inline bool uses_gradclip(const gradient_arena& arena) { return uses_gradclip(at::TensorList(arena.parameters())); }
 
 }  // namespace gradclip::torch
 

@@ -5,14 +5,15 @@
 // transposed, permuted; from a real conv model too), read in place as one run; the overloads
 // (vector, braced list, Tensor, at::TensorList, named_parameters()); the fallback to libtorch
 // (overlapping, gapped, sparse and complex gradients, arguments gradclip rejects); and the places
-// where gradclip deliberately differs (range-safe norms, no write when the coefficient is 1). A
-// long-double reference says which side is right where they differ.
+// where gradclip deliberately differs (range-safe norms, no write when the coefficient is 1); the
+// gradient_arena. A long-double reference says which side is right where they differ.
 #include <algorithm>
 #include <gradclip/torch.hpp>  // first: the header must be self-contained
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/optim/sgd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -1009,4 +1010,244 @@ TEST_CASE("overlapping, gapped and sparse gradients still go to libtorch, beside
     WARN(names[kind] << ": libtorch's clip_grad_norm_ (p = 1, 2, inf):" << outcomes << "; clip_grad_value_: "
                      << (ea.empty() ? "ok" : ea.substr(0, 80)));
   }
+}
+
+// ---- gradient_arena: a real small model's gradients bound to one buffer per dtype, backward
+// accumulating into it, zero_grad in both modes over several steps, and clip_grad_norm_ /
+// clip_grad_value_ through the arena against libtorch's on a copy of the model.
+
+namespace arena_test {
+namespace {
+
+struct small_net : ::torch::nn::Module {
+  small_net() {
+    conv = register_module("conv", ::torch::nn::Conv2d(::torch::nn::Conv2dOptions(2, 3, 3)));
+    fc1 = register_module("fc1", ::torch::nn::Linear(3 * 3 * 3, 8));
+    fc2 = register_module("fc2", ::torch::nn::Linear(8, 2));
+    frozen = register_parameter("frozen", at::ones({4}), /*requires_grad=*/false);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return fc2->forward(at::tanh(fc1->forward(conv->forward(x).flatten(1)))) + frozen.sum();
+  }
+  ::torch::nn::Conv2d conv{nullptr};
+  ::torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  at::Tensor frozen;
+};
+
+// The same weights in a second model.
+void copy_weights(small_net& to, const small_net& from) {
+  ::torch::NoGradGuard no_grad;
+  auto a = to.parameters();
+  auto b = from.parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) a[i].copy_(b[i]);
+}
+
+double loss_backward(small_net& net, std::int64_t step, double scale) {
+  at::manual_seed(100 + step);
+  const auto x = at::randn({4, 2, 5, 5});
+  auto loss = net.forward(x).pow(2).sum() * scale;
+  loss.backward();
+  return loss.item<double>();
+}
+
+bool in_range(const at::Tensor& g, const at::Tensor& flat) {
+  const auto* lo = static_cast<const char*>(flat.data_ptr());
+  const auto* hi = lo + flat.nbytes();
+  const auto* p = static_cast<const char*>(g.data_ptr());
+  return p >= lo && p + g.nbytes() <= hi;
+}
+
+double max_rel(const at::Tensor& a, const at::Tensor& b) {
+  const auto d = (a.to(at::kDouble) - b.to(at::kDouble)).abs();
+  const auto r = d / (b.to(at::kDouble).abs() + 1e-30);
+  return r.numel() == 0 ? 0.0 : r.max().item<double>();
+}
+
+}  // namespace
+}  // namespace arena_test
+
+using arena_test::small_net;
+using arena_test::copy_weights;
+using arena_test::loss_backward;
+using arena_test::in_range;
+using arena_test::max_rel;
+
+TEST_CASE("gradient_arena: backward writes into the arena; zero_grad both modes; clip matches libtorch",
+          "[torch][arena]") {
+  for (const bool set_to_none : {false, true}) {
+    INFO("set_to_none = " << set_to_none);
+    at::manual_seed(7);
+    auto net = std::make_shared<small_net>();
+    auto ref = std::make_shared<small_net>();
+    copy_weights(*ref, *net);
+    gradclip::torch::gradient_arena arena(net->parameters());
+    REQUIRE(arena.flat().size() == 1);
+    const auto flat = arena.flat(at::kFloat);
+    std::int64_t total = 0;
+    for (const auto& p : net->parameters())
+      if (p.requires_grad()) total += p.numel();
+    REQUIRE(flat.numel() == total);
+    REQUIRE(arena.bound());
+    ::torch::optim::SGD opt(net->parameters(), ::torch::optim::SGDOptions(0.01));
+    ::torch::optim::SGD opt_ref(ref->parameters(), ::torch::optim::SGDOptions(0.01));
+    for (std::int64_t step = 0; step < 4; ++step) {
+      INFO("step " << step);
+      // Alternate the optimizer's zero_grad (libtorch 1.13: in place, detach_() and zero_()) and
+      // the module's, which also takes set_to_none.
+      if (step % 2 == 0 && !set_to_none) {
+        opt.zero_grad();
+      } else {
+        net->zero_grad(set_to_none);
+      }
+      ref->zero_grad(set_to_none);
+      if (set_to_none) {
+        REQUIRE_FALSE(net->parameters()[0].grad().defined());
+        REQUIRE_FALSE(arena.bound());
+        // Without bind(): backward allocates outside the arena, clip stays correct (checked on step 1).
+        if (step != 1) REQUIRE(arena.bind() == 6);
+      } else {
+        REQUIRE(arena.bound());
+        REQUIRE(arena.bind() == 0);
+      }
+      // Two backward passes: accumulation into the arena.
+      loss_backward(*net, step, 1.0);
+      loss_backward(*net, step + 10, 0.5);
+      loss_backward(*ref, step, 1.0);
+      loss_backward(*ref, step + 10, 0.5);
+      const bool expect_bound = !(set_to_none && step == 1);
+      CHECK(arena.bound() == expect_bound);
+      for (const auto& p : net->parameters()) {
+        if (!p.requires_grad()) {
+          CHECK_FALSE(p.grad().defined());
+          continue;
+        }
+        REQUIRE(p.grad().defined());
+        CHECK(in_range(p.grad(), flat) == expect_bound);
+      }
+      REQUIRE(gradclip::torch::uses_gradclip(arena));
+      const auto np = net->parameters(), rp = ref->parameters();
+      for (std::size_t i = 0; i < np.size(); ++i) {
+        if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
+      }
+      const double max_norm = 0.25;
+      const double ours = gradclip::torch::clip_grad_norm_(arena, max_norm);
+      const double theirs = ::torch::nn::utils::clip_grad_norm_(rp, max_norm);
+      CHECK(std::fabs(ours - theirs) <= 1e-5 * theirs);
+      REQUIRE(theirs > max_norm);  // it clipped
+      for (std::size_t i = 0; i < np.size(); ++i) {
+        if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
+      }
+      opt.step();
+      opt_ref.step();
+    }
+    // The weights after four steps agree.
+    const auto np = net->parameters(), rp = ref->parameters();
+    for (std::size_t i = 0; i < np.size(); ++i) CHECK(max_rel(np[i], rp[i]) <= 1e-4);
+  }
+}
+
+TEST_CASE("gradient_arena: float and double parameters, one run per dtype, clip_grad_value_", "[torch][arena]") {
+  at::manual_seed(3);
+  ::torch::nn::Linear a(5, 4), b(4, 3);
+  b->to(at::kDouble);
+  std::vector<at::Tensor> params{a->weight, b->weight, a->bias, b->bias, at::ones({2})};  // the last: no grad
+  gradclip::torch::gradient_arena arena(params);
+  REQUIRE(arena.flat().size() == 2);
+  REQUIRE(arena.flat(at::kFloat).numel() == 24);
+  REQUIRE(arena.flat(at::kDouble).numel() == 15);
+  REQUIRE_FALSE(arena.flat(at::kHalf).defined());
+  CHECK(arena.contains(b->bias));
+  CHECK_FALSE(arena.contains(params[4]));
+  const auto x = at::randn({6, 5});
+  (b->forward(at::relu(a->forward(x)).to(at::kDouble)).pow(2).sum() * 10).backward();
+  REQUIRE(arena.bound());
+  // The flat tensors are the gradients.
+  CHECK(arena.flat(at::kFloat).data_ptr() == a->weight.grad().data_ptr());
+  CHECK(static_cast<float*>(arena.flat(at::kFloat).data_ptr()) + 20 == a->bias.grad().data_ptr());
+  CHECK(static_cast<double*>(arena.flat(at::kDouble).data_ptr()) + 12 == b->bias.grad().data_ptr());
+
+  std::vector<at::Tensor> copy;
+  for (const auto& p : params) {
+    auto q = p.detach().clone().requires_grad_(p.requires_grad());
+    if (p.grad().defined()) q.mutable_grad() = p.grad().clone();
+    copy.push_back(q);
+  }
+  const double ours = gradclip::torch::clip_grad_norm_(arena, 1.0);
+  const double theirs = ::torch::nn::utils::clip_grad_norm_(copy, 1.0);
+  REQUIRE(theirs > 1.0);
+  CHECK(std::fabs(ours - theirs) <= 1e-5 * theirs);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(max_rel(params[i].grad(), copy[i].grad()) <= 1e-5);
+
+  gradclip::torch::clip_grad_value_(arena, 0.01);
+  ::torch::nn::utils::clip_grad_value_(copy, 0.01);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(max_rel(params[i].grad(), copy[i].grad()) <= 1e-5);
+  CHECK(arena.bound());
+
+  // A gradient replaced from outside: not bound, the ordinary path, still correct; bind() copies it in.
+  b->weight.mutable_grad() = at::full({3, 4}, 2.0, at::kDouble);
+  CHECK_FALSE(arena.bound());
+  copy[1].mutable_grad() = at::full({3, 4}, 2.0, at::kDouble);
+  const double n1 = gradclip::torch::clip_grad_norm_(arena, 0.5);
+  const double n2 = ::torch::nn::utils::clip_grad_norm_(copy, 0.5);
+  CHECK(std::fabs(n1 - n2) <= 1e-5 * n2);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(max_rel(params[i].grad(), copy[i].grad()) <= 1e-5);
+  const auto before = b->weight.grad().clone();
+  CHECK(arena.bind() == 1);
+  CHECK(arena.bound());
+  CHECK(max_rel(b->weight.grad(), before) == 0.0);
+  CHECK(static_cast<double*>(arena.flat(at::kDouble).data_ptr()) == b->weight.grad().data_ptr());
+  // A parameter without a slot that has a gradient: not bound, still counted.
+  params[4].mutable_grad() = at::full({2}, 3.0);
+  CHECK_FALSE(arena.bound());
+}
+
+TEST_CASE("gradient_arena: half and bfloat16 slices, a parameter listed twice, others left out",
+          "[torch][arena]") {
+  at::manual_seed(11);
+  auto h = at::randn({3, 4}).to(at::kHalf).requires_grad_(true);
+  auto b = at::randn({5}).to(at::kBFloat16).requires_grad_(true);
+  auto f = at::randn({7}).requires_grad_(true);
+  auto c = at::randn({2}, at::kComplexFloat).requires_grad_(true);  // no slice: not a gradclip dtype
+  {
+    gradclip::torch::gradient_arena arena(std::vector<at::Tensor>{h, b, f, c});
+    REQUIRE(arena.flat().size() == 3);
+    CHECK(arena.flat(at::kHalf).numel() == 12);
+    CHECK(arena.flat(at::kBFloat16).numel() == 5);
+    CHECK_FALSE(arena.contains(c));
+    CHECK_FALSE(c.grad().defined());
+    // Gradients written in place (as backward's accumulation does).
+    {
+      const at::NoGradGuard no_grad;
+      h.mutable_grad().copy_(at::randn({3, 4}).mul(40));
+      b.mutable_grad().copy_(at::randn({5}).mul(40));
+      f.mutable_grad().copy_(at::randn({7}).mul(40));
+    }
+    REQUIRE(arena.bound());
+    std::vector<at::Tensor> copy;
+    for (const auto& p : {h, b, f}) {
+      auto q = p.detach().clone().requires_grad_(true);
+      q.mutable_grad() = p.grad().clone();
+      copy.push_back(q);
+    }
+    const double ours = gradclip::torch::clip_grad_norm_(arena, 1.0);
+    const double theirs = gradclip::torch::clip_grad_norm_(copy, 1.0);  // the path without an arena
+    CHECK(std::fabs(ours - theirs) <= 1e-12 * theirs);
+    CHECK(max_rel(h.grad(), copy[0].grad()) <= 1e-3);
+    CHECK(max_rel(b.grad(), copy[1].grad()) <= 1e-2);
+    CHECK(max_rel(f.grad(), copy[2].grad()) <= 1e-6);
+    // A complex gradient appears: not bound; the whole call is then libtorch's.
+    c.mutable_grad() = at::ones({2}, at::kComplexFloat);
+    CHECK_FALSE(arena.bound());
+    CHECK_FALSE(gradclip::torch::uses_gradclip(arena));
+  }
+  // Listed twice: one slice, never bound (the list counts it twice, as libtorch's call does).
+  auto p = at::randn({4}).requires_grad_(true);
+  gradclip::torch::gradient_arena twice(std::vector<at::Tensor>{p, p});
+  CHECK(twice.flat(at::kFloat).numel() == 4);
+  CHECK_FALSE(twice.bound());
+  {
+    const at::NoGradGuard no_grad;
+    p.mutable_grad().fill_(1.0);
+  }
+  CHECK(gradclip::torch::clip_grad_norm_(twice, 100.0) == Approx(std::sqrt(8.0)));
 }
