@@ -31,14 +31,21 @@
 //              is the first non-finite buffer of the rank's own group, npos on
 //              ranks whose group is finite.
 //
-// Replicated buffers -- a parameter every rank holds in full (biases and layer norms
-// outside the shards, tensor-parallel duplicates) -- must count once in the norm, as
-// DeepSpeed and Megatron-LM count them. The overloads taking `replicated` (one flag
-// per buffer, in group order) count a flagged buffer on rank 0 of comm only; every
-// rank still scales its copy, so the copies stay identical. A buffer that is copied
-// on only some ranks (e.g. across one tensor-parallel group of a larger comm) is
-// flagged on all its holders but the one that should count it; rank 0 always counts
-// everything, so make rank 0 a counting holder.
+// Ownership: every piece of the model must count exactly once in the norm, as
+// DeepSpeed and Megatron-LM count it, while every holder still scales its copy (so
+// copies stay identical).
+//  - counted_buffers{flags}: one flag per buffer of this rank's group, in group
+//    order; false leaves the buffer out of this rank's share (a replica counted on
+//    another rank, a tied weight). The general form.
+//  - `replicated` (a plain std::vector<bool>): the flagged buffers count on rank 0
+//    of comm only; counted_from_replicated(replicated, comm) is the mask it means.
+//  - categories (std::vector<category>): each category (dense, expert, shared,
+//    ...) names the buffers in it and the communicator over which its shards make
+//    up its whole norm (the tensor-parallel group for dense layers, the expert-
+//    and tensor-parallel group for experts); each is reduced over its own
+//    communicator, and the categories' partials are then combined in list order.
+//  - audit_ownership: gathers every buffer's id, flag and norm and reports the
+//    first piece counted twice or never, and the norm without duplicates.
 //
 // Errors: std::invalid_argument as above; std::runtime_error with MPI's message when
 // an MPI call fails (only seen with an error handler such as MPI_ERRORS_RETURN on
@@ -50,7 +57,9 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <new>
 #include <stdexcept>
@@ -63,6 +72,48 @@
 #include "detail/float_bits.hpp"
 #include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
+
+namespace gradclip::mpi {
+
+// Which of this rank's buffers count in its share of the norm: one flag per buffer
+// of its group, in group order (false: the buffer is left out of the norm here,
+// counted on another rank, but still scaled). A type of its own so that it cannot
+// be mistaken for a `replicated` mask, whose flags mean the opposite.
+struct counted_buffers {
+  std::vector<bool> flags;
+};
+
+// One category of buffers (dense, expert, shared, ...): the buffers of this rank's
+// group in it (one flag per buffer, in group order; a buffer is in at most one
+// category, and one in none is scaled but not counted) and the communicator over
+// which its shards make up its whole norm. Every rank of `comm` passes the same
+// categories in the same order.
+struct category {
+  MPI_Comm comm = MPI_COMM_NULL;
+  std::vector<bool> members;
+};
+
+// What audit_ownership found. Ids name what a buffer holds: the same id on two
+// ranks (or twice on one) means copies of the same data.
+struct ownership_report {
+  static constexpr std::uint64_t none = std::numeric_limits<std::uint64_t>::max();
+
+  double counted_norm = 0.0;       // the norm the counted masks give: global_norm's bits
+  double deduplicated_norm = 0.0;  // each id once (its first holder's copy), from the buffers' norms
+  std::size_t buffers = 0;         // buffers over all ranks
+  std::size_t distinct = 0;        // distinct ids
+  std::uint64_t counted_twice = none;  // the smallest id counted by more than one holder
+  int counted_twice_ranks[2] = {-1, -1};  //   two ranks that count it (the same rank when held twice there)
+  std::uint64_t never_counted = none;  // the smallest id no holder counts
+  int never_counted_rank = -1;         //   a rank that holds it
+  std::uint64_t copies_differ = none;  // the smallest id whose copies' norms differ (bits): replicas out of sync
+
+  // Every id counted exactly once and every id's copies alike.
+  bool ok() const noexcept { return counted_twice == none && never_counted == none && copies_differ == none; }
+  std::string summary() const;
+};
+
+}  // namespace gradclip::mpi
 
 namespace gradclip::detail::mpi {
 
@@ -201,43 +252,64 @@ inline void require_mpi_running(MPI_Comm comm) {
   if (inter) throw std::invalid_argument("gradclip::mpi: comm is an intercommunicator; pass an intracommunicator");
 }
 
-inline void check_mask(std::size_t mask_size, std::size_t buffers) {
+inline void check_mask(std::size_t mask_size, std::size_t buffers, const char* what = "counted / replicated mask") {
   if (mask_size != buffers) {
-    throw std::invalid_argument("gradclip::mpi: the replicated mask has " + std::to_string(mask_size) +
+    throw std::invalid_argument(std::string("gradclip::mpi: the ") + what + " has " + std::to_string(mask_size) +
                                 " flags for a group of " + std::to_string(buffers) + " buffers");
   }
 }
 
 // This rank's share of the norm: the group through the measure stage, the
-// flagged buffers left out on every rank but rank 0.
+// buffers whose flag is false left out (counted == nullptr: all count).
 // With buffer_norms, every buffer's own norm (counted or not) from the same pass.
 template <class Group>
-norm_partial shard_partial(const Group& group, const std::vector<bool>* replicated, int rank,
-                           const kernels::norm_spec& spec, std::vector<double>* buffer_norms) noexcept {
-  const auto measure = [&](auto counted) {
-    if (buffer_norms == nullptr) return kernels::measure(group, spec, counted);
-    return measure_with_buffer_norms(group, spec, buffer_norms->data(), counted);
+norm_partial shard_partial(const Group& group, const std::vector<bool>* counted, const kernels::norm_spec& spec,
+                           std::vector<double>* buffer_norms) noexcept {
+  const auto measure = [&](auto counts) {
+    if (buffer_norms == nullptr) return kernels::measure(group, spec, counts);
+    return measure_with_buffer_norms(group, spec, buffer_norms->data(), counts);
   };
-  if (replicated == nullptr || rank == 0) return measure(kernels::count_all{});
-  return measure([replicated](std::size_t i) { return !(*replicated)[i]; });
+  if (counted == nullptr) return measure(kernels::count_all{});
+  return measure([counted](std::size_t i) { return static_cast<bool>((*counted)[i]); });
 }
 
 // Validates locally, all-reduces the partials together with the arguments and the
 // verdict, and throws on every rank if any rank's arguments were bad. Returns the
 // global norm; buffer_norms, when given, gets this rank's buffers' norms.
+// One all-reduce of a message over comm: the ranks' partials combined and the
+// worst status.
+inline message all_reduce(message m, MPI_Comm comm) {
+  const reduction& red = reduction::get();
+  check(MPI_Allreduce(MPI_IN_PLACE, &m, 1, red.type(), red.op(), comm), "MPI_Allreduce");
+  return m;
+}
+
+// The verdict every rank of the communicator shares once the message is reduced:
+// throws on every rank if some rank's arguments were invalid or the ranks' differ.
+inline norm_partial verdict(const message& m, const std::string& local_error) {
+  if (m.status == status_invalid) {
+    if (!local_error.empty()) throw std::invalid_argument(local_error + " (every rank of the communicator throws)");
+    throw std::invalid_argument("gradclip::mpi: another rank's arguments were invalid; nothing was modified");
+  }
+  if (m.status != status_ok) {
+    throw std::invalid_argument(
+        "gradclip::mpi: ranks passed different norm_type, max_norm, eps or on_nonfinite (or called different "
+        "gradclip::mpi functions); nothing was modified");
+  }
+  return {m.scale, m.sum};
+}
+
 template <class Group>
-double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_Comm comm, double norm_type,
+double reduce_norm(const Group& group, const std::vector<bool>* counted, MPI_Comm comm, double norm_type,
                    norm_accuracy accuracy, double max_norm, double eps, double policy,
                    void (*validate)(double, double, double, double), std::vector<double>* buffer_norms = nullptr) {
   require_mpi_running(comm);
-  int rank = 0;
-  check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
 
   std::string local_error;
   try {
     validate(norm_type, max_norm, eps, policy);
     check_accuracy(accuracy);  // a rank's own: each rank's partial is valid in either
-    if (replicated != nullptr) check_mask(replicated->size(), buffer_count(group));
+    if (counted != nullptr) check_mask(counted->size(), buffer_count(group));
   } catch (const std::invalid_argument& e) {
     local_error = e.what();
   }
@@ -251,26 +323,13 @@ double reduce_norm(const Group& group, const std::vector<bool>* replicated, MPI_
 
   message m{1.0, 0.0, norm_type, max_norm, eps, policy, status_ok};
   if (local_error.empty()) {
-    const norm_partial part = shard_partial(group, replicated, rank, spec_of(norm_type, accuracy), buffer_norms);
+    const norm_partial part = shard_partial(group, counted, spec_of(norm_type, accuracy), buffer_norms);
     m.scale = part.scale;
     m.sum = part.sum;
   } else {
     m.status = status_invalid;
   }
-
-  const reduction& red = reduction::get();
-  check(MPI_Allreduce(MPI_IN_PLACE, &m, 1, red.type(), red.op(), comm), "MPI_Allreduce");
-
-  if (m.status == status_invalid) {
-    if (!local_error.empty()) throw std::invalid_argument(local_error + " (every rank of the communicator throws)");
-    throw std::invalid_argument("gradclip::mpi: another rank's arguments were invalid; nothing was modified");
-  }
-  if (m.status != status_ok) {
-    throw std::invalid_argument(
-        "gradclip::mpi: ranks passed different norm_type, max_norm, eps or on_nonfinite (or called different "
-        "gradclip::mpi functions); nothing was modified");
-  }
-  return norm_from_partial({m.scale, m.sum}, norm_type);
+  return norm_from_partial(verdict(all_reduce(m, comm), local_error), norm_type);
 }
 
 inline void validate_norm_type(double norm_type, double, double, double) { check_norm_type(norm_type); }
@@ -286,12 +345,86 @@ inline void validate_clip(double norm_type, double max_norm, double eps, double 
 inline double policy_code(nonfinite policy) noexcept { return static_cast<double>(static_cast<int>(policy)); }
 
 template <class Group>
-clip_result clip(Group&& group, const std::vector<bool>* replicated, double max_norm, MPI_Comm comm,
+clip_result clip(Group&& group, const std::vector<bool>* counted, double max_norm, MPI_Comm comm,
                  const clip_options& options, std::vector<double>* buffer_norms = nullptr) {
-  const double total = reduce_norm(group, replicated, comm, options.norm_type, options.accuracy, max_norm,
+  const double total = reduce_norm(group, counted, comm, options.norm_type, options.accuracy, max_norm,
                                    options.eps, policy_code(options.on_nonfinite), &validate_clip, buffer_norms);
   // Every rank holds the same total, so every rank takes the same decision here.
   return gradclip::clip_with_norm(group, max_norm, total, options);
+}
+
+
+// Throws on every rank of every category's communicator that saw a bad status.
+// All the all-reduces run first, so that no rank leaves a collective another rank
+// is waiting in; a rank that shares no category communicator with a rank whose
+// arguments were bad does not see them.
+template <class Group>
+double reduce_categories(const Group& group, const std::vector<gradclip::mpi::category>& categories,
+                         double norm_type, norm_accuracy accuracy, double max_norm, double eps, double policy,
+                         void (*validate)(double, double, double, double)) {
+  if (categories.empty()) throw std::invalid_argument("gradclip::mpi: no categories");
+  for (const auto& c : categories) require_mpi_running(c.comm);
+
+  std::string local_error;
+  const std::size_t buffers = buffer_count(group);
+  try {
+    validate(norm_type, max_norm, eps, policy);
+    check_accuracy(accuracy);
+    std::vector<bool> seen(buffers, false);
+    for (std::size_t k = 0; k < categories.size(); ++k) {
+      check_mask(categories[k].members.size(), buffers, "category's members mask");
+      for (std::size_t i = 0; i < buffers; ++i) {
+        if (!categories[k].members[i]) continue;
+        if (seen[i]) {
+          throw std::invalid_argument("gradclip::mpi: buffer " + std::to_string(i) +
+                                      " is in more than one category (it would count twice)");
+        }
+        seen[i] = true;
+      }
+    }
+  } catch (const std::invalid_argument& e) {
+    local_error = e.what();
+  }
+
+  const auto spec = spec_of(local_error.empty() ? norm_type : 2.0, accuracy);
+  std::vector<message> reduced;
+  reduced.reserve(categories.size());
+  for (const auto& c : categories) {
+    message m{1.0, 0.0, norm_type, max_norm, eps, policy, status_ok};
+    if (local_error.empty()) {
+      const norm_partial part = shard_partial(group, &c.members, spec, nullptr);
+      m.scale = part.scale;
+      m.sum = part.sum;
+    } else {
+      m.status = status_invalid;
+    }
+    reduced.push_back(all_reduce(m, c.comm));
+  }
+  kernels::norm_accumulator total(spec);
+  for (const auto& m : reduced) total.add(verdict(m, local_error));
+  return total.total();
+}
+
+// A buffer's partial from its norm n: n^p = n^p * 1 ({n, 1}), or {1, n} for L-inf.
+inline norm_partial partial_of_norm(double n, const kernels::norm_spec& spec) noexcept {
+  if (n == 0.0) return {};
+  if (spec.kind == kernels::norm_kind::linf || !is_finite(n)) return {1.0, n};
+  return {n, 1.0};
+}
+
+template <class T>
+void all_gather(const std::vector<T>& mine, std::vector<T>& all, MPI_Datatype type, const std::vector<int>& counts,
+                MPI_Comm comm) {
+  std::vector<int> displs(counts.size(), 0);
+  std::size_t total = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    displs[r] = static_cast<int>(total);
+    total += static_cast<std::size_t>(counts[r]);
+  }
+  all.assign(total, T{});
+  check(MPI_Allgatherv(mine.data(), static_cast<int>(mine.size()), type, all.data(), counts.data(), displs.data(),
+                       type, comm),
+        "MPI_Allgatherv");
 }
 
 }  // namespace gradclip::detail::mpi
@@ -310,21 +443,43 @@ double global_norm(const Group& group, MPI_Comm comm, double norm_type = 2.0,
                                   &detail::mpi::validate_norm_type);
 }
 
-// The same, counting the buffers flagged in `replicated` (one flag per buffer of
-// this rank's group) on rank 0 only. Throws std::invalid_argument on every rank if
+// The `replicated` mask (one flag per buffer of this rank's group: a buffer every
+// rank of comm holds) as the counted mask it means: every buffer counts on rank 0
+// of comm, the unflagged ones elsewhere. Local (no collective).
+inline counted_buffers counted_from_replicated(const std::vector<bool>& replicated, MPI_Comm comm) {
+  detail::mpi::require_mpi_running(comm);
+  int rank = 0;
+  detail::mpi::check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  counted_buffers c;
+  c.flags.resize(replicated.size());
+  for (std::size_t i = 0; i < replicated.size(); ++i) c.flags[i] = rank == 0 || !replicated[i];
+  return c;
+}
+
+// The norm counting this rank's buffers whose flag is true (the general form of
+// ownership; see counted_buffers). Throws std::invalid_argument on every rank if
 // some rank's mask does not have one flag per buffer.
 template <class Group>
-double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type = 2.0,
+double global_norm(const Group& group, const counted_buffers& counted, MPI_Comm comm, double norm_type = 2.0,
                    norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  return detail::mpi::reduce_norm(group, &replicated, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
+  return detail::mpi::reduce_norm(group, &counted.flags, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
                                   &detail::mpi::validate_norm_type);
+}
+
+// The same, counting the buffers flagged in `replicated` (one flag per buffer of
+// this rank's group) on rank 0 only: global_norm(group,
+// counted_from_replicated(replicated, comm), comm, ...).
+template <class Group>
+double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type = 2.0,
+                   norm_accuracy accuracy = norm_accuracy::fast) {
+  return global_norm(group, counted_from_replicated(replicated, comm), comm, norm_type, accuracy);
 }
 
 // The same norm and this rank's buffers' own norms from the same pass, in group
 // order (buffer_norms resized to the group's buffer count; the bits
-// gradclip::norm gives for each buffer, replicated ones included). The returned
+// gradclip::norm gives for each buffer, uncounted ones included). The returned
 // norm is the bits of the call without buffer_norms.
 template <class Group>
 double global_norm(const Group& group, MPI_Comm comm, double norm_type, std::vector<double>& buffer_norms,
@@ -336,12 +491,37 @@ double global_norm(const Group& group, MPI_Comm comm, double norm_type, std::vec
 }
 
 template <class Group>
-double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type,
+double global_norm(const Group& group, const counted_buffers& counted, MPI_Comm comm, double norm_type,
                    std::vector<double>& buffer_norms, norm_accuracy accuracy = norm_accuracy::fast) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  return detail::mpi::reduce_norm(group, &replicated, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
+  return detail::mpi::reduce_norm(group, &counted.flags, comm, norm_type, accuracy, 0.0, 0.0, -1.0,
                                   &detail::mpi::validate_norm_type, &buffer_norms);
+}
+
+template <class Group>
+double global_norm(const Group& group, const std::vector<bool>& replicated, MPI_Comm comm, double norm_type,
+                   std::vector<double>& buffer_norms, norm_accuracy accuracy = norm_accuracy::fast) {
+  return global_norm(group, counted_from_replicated(replicated, comm), comm, norm_type, buffer_norms, accuracy);
+}
+
+// The norm over categories: each category's members measured and all-reduced over
+// the category's communicator, then the categories' partials combined in list
+// order (one all-reduce per category). E.g. TP x DP x EP: dense layers over the
+// tensor-parallel group (their data-parallel copies are alike), experts over the
+// expert- and tensor-parallel group; see the README's recipe. Every rank of a
+// category's communicator passes its categories in the same order with the same
+// arguments; bad or disagreeing arguments throw std::invalid_argument on every rank
+// that shares a category communicator with the faulty one, nothing modified.
+// An empty list, or a category whose comm is MPI_COMM_NULL, throws on that rank
+// alone before any collective.
+template <class Group>
+double global_norm(const Group& group, const std::vector<category>& categories, double norm_type = 2.0,
+                   norm_accuracy accuracy = norm_accuracy::fast) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  return detail::mpi::reduce_categories(group, categories, norm_type, accuracy, 0.0, 0.0, -1.0,
+                                        &detail::mpi::validate_norm_type);
 }
 
 // gradclip::clip_by_global_norm over the union of all ranks' groups: every rank
@@ -356,17 +536,24 @@ clip_result clip_by_global_norm(Group&& group, double max_norm, MPI_Comm comm, c
   return detail::mpi::clip(group, nullptr, max_norm, comm, options);
 }
 
-// The same, counting the buffers flagged in `replicated` on rank 0 only (every rank
-// still scales them).
+// The same, counting the buffers whose flag is true (every rank still scales all
+// of its buffers).
 template <class Group>
-clip_result clip_by_global_norm(Group&& group, const std::vector<bool>& replicated, double max_norm, MPI_Comm comm,
+clip_result clip_by_global_norm(Group&& group, const counted_buffers& counted, double max_norm, MPI_Comm comm,
                                 const clip_options& options = {}) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  return detail::mpi::clip(group, &replicated, max_norm, comm, options);
+  return detail::mpi::clip(group, &counted.flags, max_norm, comm, options);
 }
 
-// Both clips, with this rank's buffers' norms before clipping from the norm's own
+// The same, counting the buffers flagged in `replicated` on rank 0 only.
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, const std::vector<bool>& replicated, double max_norm, MPI_Comm comm,
+                                const clip_options& options = {}) {
+  return clip_by_global_norm(group, counted_from_replicated(replicated, comm), max_norm, comm, options);
+}
+
+// The clips with this rank's buffers' norms before clipping from the norm's own
 // pass (as global_norm with buffer_norms); data and result are the bits of the
 // call without them.
 template <class Group>
@@ -378,11 +565,156 @@ clip_result clip_by_global_norm(Group&& group, double max_norm, MPI_Comm comm, c
 }
 
 template <class Group>
-clip_result clip_by_global_norm(Group&& group, const std::vector<bool>& replicated, double max_norm, MPI_Comm comm,
+clip_result clip_by_global_norm(Group&& group, const counted_buffers& counted, double max_norm, MPI_Comm comm,
                                 const clip_options& options, std::vector<double>& buffer_norms) {
   static_assert(is_group_v<Group> || is_buffer_v<Group>,
                 "gradclip::mpi::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
-  return detail::mpi::clip(group, &replicated, max_norm, comm, options, &buffer_norms);
+  return detail::mpi::clip(group, &counted.flags, max_norm, comm, options, &buffer_norms);
+}
+
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, const std::vector<bool>& replicated, double max_norm, MPI_Comm comm,
+                                const clip_options& options, std::vector<double>& buffer_norms) {
+  return clip_by_global_norm(group, counted_from_replicated(replicated, comm), max_norm, comm, options,
+                             buffer_norms);
+}
+
+// The clip over categories (see global_norm with categories): every rank scales
+// all of its buffers, in a category or not, by the coefficient of the combined norm.
+template <class Group>
+clip_result clip_by_global_norm(Group&& group, const std::vector<category>& categories, double max_norm,
+                                const clip_options& options = {}) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::clip_by_global_norm: not a group of buffers (see gradclip/buffer.hpp)");
+  const double total = detail::mpi::reduce_categories(group, categories, options.norm_type, options.accuracy,
+                                                      max_norm, options.eps,
+                                                      detail::mpi::policy_code(options.on_nonfinite),
+                                                      &detail::mpi::validate_clip);
+  return gradclip::clip_with_norm(group, max_norm, total, options);
+}
+
+// Checks that the counted masks count every piece of the model exactly once.
+// `ids` (one per buffer of this rank's group) name what each buffer holds: a
+// piece's id is the same on every rank that holds a copy of it. Gathers every
+// rank's (id, counted flag, norm) and reports, the same on every rank: the norm
+// the masks give (global_norm(group, counted, comm, norm_type)'s bits), the norm
+// with each id once, the first id counted twice or never, the first whose copies
+// differ. A debugging tool: one all-reduce and four all-gathers, O(total buffers)
+// memory on every rank. Over categories, audit each category over its communicator.
+// Collective over comm; bad arguments on any rank throw std::invalid_argument on
+// every rank.
+template <class Group>
+ownership_report audit_ownership(const Group& group, const std::vector<std::uint64_t>& ids,
+                                 const counted_buffers& counted, MPI_Comm comm, double norm_type = 2.0) {
+  static_assert(is_group_v<Group> || is_buffer_v<Group>,
+                "gradclip::mpi::audit_ownership: not a group of buffers (see gradclip/buffer.hpp)");
+  const std::size_t n = detail::buffer_count(group);
+  detail::mpi::require_mpi_running(comm);
+  // The norm and every buffer's norm in one pass; the same all-reduce checks
+  // every rank's arguments (an ids list of the wrong size makes the mask check
+  // fail: it is passed as the counted mask's companion).
+  std::vector<double> norms;
+  std::string ids_error;
+  if (ids.size() != n) {
+    ids_error = "gradclip::mpi: audit_ownership: " + std::to_string(ids.size()) + " ids for a group of " +
+                std::to_string(n) + " buffers";
+  }
+  ownership_report report;
+  {
+    std::string local_error = ids_error;
+    detail::mpi::message m{1.0, 0.0, norm_type, 0.0, 0.0, -1.0, detail::mpi::status_ok};
+    try {
+      if (local_error.empty()) {
+        detail::check_norm_type(norm_type);
+        detail::mpi::check_mask(counted.flags.size(), n, "counted mask");
+        norms.resize(n);
+      }
+    } catch (const std::invalid_argument& e) {
+      local_error = e.what();
+    }
+    if (local_error.empty()) {
+      const norm_partial part =
+          detail::mpi::shard_partial(group, &counted.flags, detail::spec_of(norm_type, norm_accuracy::fast), &norms);
+      m.scale = part.scale;
+      m.sum = part.sum;
+    } else {
+      m.status = detail::mpi::status_invalid;
+    }
+    report.counted_norm = norm_from_partial(detail::mpi::verdict(detail::mpi::all_reduce(m, comm), local_error),
+                                            norm_type);
+  }
+
+  int size = 1;
+  detail::mpi::check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
+  std::vector<int> counts(static_cast<std::size_t>(size), 0);
+  const int mine = static_cast<int>(n);
+  detail::mpi::check(MPI_Allgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, comm), "MPI_Allgather");
+  std::vector<std::uint64_t> all_ids;
+  std::vector<double> all_norms;
+  std::vector<unsigned char> flags(n), all_flags;
+  for (std::size_t i = 0; i < n; ++i) flags[i] = counted.flags[i] ? 1 : 0;
+  detail::mpi::all_gather(ids, all_ids, MPI_UINT64_T, counts, comm);
+  detail::mpi::all_gather(norms, all_norms, MPI_DOUBLE, counts, comm);
+  detail::mpi::all_gather(flags, all_flags, MPI_UNSIGNED_CHAR, counts, comm);
+
+  // Records in (id, rank, index) order: the gathered order is (rank, index).
+  std::vector<int> rank_of;
+  rank_of.reserve(all_ids.size());
+  for (int r = 0; r < size; ++r) rank_of.insert(rank_of.end(), static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]), r);
+  std::vector<std::size_t> order(all_ids.size());
+  for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return all_ids[a] < all_ids[b]; });
+
+  const auto spec = detail::spec_of(norm_type, norm_accuracy::fast);
+  detail::kernels::norm_accumulator dedup(spec);
+  report.buffers = all_ids.size();
+  for (std::size_t k = 0; k < order.size();) {
+    std::size_t end = k;
+    while (end < order.size() && all_ids[order[end]] == all_ids[order[k]]) ++end;
+    const std::uint64_t id = all_ids[order[k]];
+    ++report.distinct;
+    dedup.add(detail::mpi::partial_of_norm(all_norms[order[k]], spec));
+    int counting[2] = {-1, -1};
+    int counters = 0;
+    bool differ = false;
+    for (std::size_t j = k; j < end; ++j) {
+      const std::size_t r = order[j];
+      if (all_flags[r] != 0) {
+        if (counters < 2) counting[counters] = rank_of[r];
+        ++counters;
+      }
+      differ = differ || !detail::mpi::same(all_norms[r], all_norms[order[k]]);
+    }
+    if (counters > 1 && report.counted_twice == ownership_report::none) {
+      report.counted_twice = id;
+      report.counted_twice_ranks[0] = counting[0];
+      report.counted_twice_ranks[1] = counting[1];
+    }
+    if (counters == 0 && report.never_counted == ownership_report::none) {
+      report.never_counted = id;
+      report.never_counted_rank = rank_of[order[k]];
+    }
+    if (differ && report.copies_differ == ownership_report::none) report.copies_differ = id;
+    k = end;
+  }
+  report.deduplicated_norm = dedup.total();
+  return report;
+}
+
+inline std::string ownership_report::summary() const {
+  std::string s = ok() ? "ownership ok: " : "ownership NOT ok: ";
+  s += std::to_string(distinct) + " pieces in " + std::to_string(buffers) + " buffers; counted norm " +
+       detail::number_text(counted_norm) + ", norm without duplicates " + detail::number_text(deduplicated_norm);
+  if (counted_twice != none) {
+    s += "; piece " + std::to_string(counted_twice) + " counted twice (ranks " +
+         std::to_string(counted_twice_ranks[0]) + " and " + std::to_string(counted_twice_ranks[1]) + ")";
+  }
+  if (never_counted != none) {
+    s += "; piece " + std::to_string(never_counted) + " counted nowhere (held on rank " +
+         std::to_string(never_counted_rank) + ")";
+  }
+  if (copies_differ != none) s += "; the copies of piece " + std::to_string(copies_differ) + " differ";
+  return s;
 }
 
 }  // namespace gradclip::mpi

@@ -671,3 +671,248 @@ TEST_CASE("the norm is over the communicator given, not the world", "[mpi][comm]
   CHECK(same_on_all_ranks(r.total_norm, half));
   MPI_Comm_free(&half);
 }
+
+// ---- ownership: counted masks, categories, the audit -------------------------------------------
+
+namespace {
+
+// Runs f on every rank; true when every rank threw std::invalid_argument.
+template <class F>
+bool every_rank_throws(F&& f, MPI_Comm comm = MPI_COMM_WORLD) {
+  bool threw = false;
+  try {
+    f();
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  return on_all_ranks(threw, comm);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("a counted mask counts each replica on the rank chosen for it", "[mpi][counted]", float, double) {
+  using T = TestType;
+  const place me = where(MPI_COMM_WORLD);
+  INFO(describe(MPI_COMM_WORLD));
+  const auto exact = gradclip::norm_accuracy::exact;
+  for (double p : {1.0, 2.0, ref::inf}) {
+    INFO("p = " << p);
+    const model_t<T> sharded = make_model<T>(71, 12);
+    const model_t<T> replicated = make_model<T>(72, 5, 3.0);  // every rank holds all of these
+    const auto pieces = random_sharding(sharded, me.size, 73);
+    std::vector<gradclip::buffer_view<const T>> whole;
+    for (const auto& b : sharded) whole.emplace_back(b.data(), b.size());
+    for (const auto& b : replicated) whole.emplace_back(b.data(), b.size());
+    const double norm = gradclip::global_norm(whole, p, exact);
+
+    // Replica j counts on rank (j * 7 + 3) % size: not always rank 0.
+    model_t<T> got_s = sharded, got_r = replicated;
+    auto group = shard_of(got_s, pieces, me.rank);
+    gradclip::mpi::counted_buffers counted{std::vector<bool>(group.size(), true)};
+    for (std::size_t j = 0; j < replicated.size(); ++j) {
+      group.emplace_back(got_r[j].data(), got_r[j].size());
+      counted.flags.push_back(static_cast<int>((j * 7 + 3) % static_cast<std::size_t>(me.size)) == me.rank);
+    }
+    const double g = gradclip::mpi::global_norm(group, counted, MPI_COMM_WORLD, p, exact);
+    CHECK(ref::rel_err(g, norm) <= 1e-12);
+    CHECK(same_on_all_ranks(g));
+    std::vector<double> norms;
+    CHECK(same_class(gradclip::mpi::global_norm(group, counted, MPI_COMM_WORLD, p, norms, exact), g));
+    CHECK(norms.size() == group.size());
+
+    // The replicated form is the counted mask counted_from_replicated builds.
+    std::vector<bool> rep(group.size(), false);
+    for (std::size_t j = 0; j < replicated.size(); ++j) rep[group.size() - 1 - j] = true;
+    const auto from = gradclip::mpi::counted_from_replicated(rep, MPI_COMM_WORLD);
+    REQUIRE(from.flags.size() == rep.size());
+    bool as_documented = true;
+    for (std::size_t i = 0; i < rep.size(); ++i) as_documented = as_documented && from.flags[i] == (me.rank == 0 || !rep[i]);
+    CHECK(as_documented);
+    CHECK(same_class(gradclip::mpi::global_norm(group, rep, MPI_COMM_WORLD, p, exact),
+                     gradclip::mpi::global_norm(group, from, MPI_COMM_WORLD, p, exact)));
+
+    gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+    options.accuracy = exact;
+    const auto r = gradclip::mpi::clip_by_global_norm(group, counted, norm / 2, MPI_COMM_WORLD, options);
+    CHECK(r.clipped);
+    CHECK(ref::rel_err(r.total_norm, norm) <= 1e-12);
+    CHECK(same_on_all_ranks(r.scale));
+    // Every buffer, counted or not, scaled by the same coefficient.
+    model_t<T> want_r = replicated;
+    gradclip::clip_with_norm(want_r, norm / 2, r.total_norm, options);
+    CHECK(same_model_bits(got_r, want_r));
+  }
+  // A mask of the wrong size throws on every rank.
+  model_t<T> m = make_model<T>(74, 3);
+  const gradclip::mpi::counted_buffers wrong{std::vector<bool>(me.rank == 0 ? 2 : 3, true)};
+  CHECK(every_rank_throws([&] { gradclip::mpi::clip_by_global_norm(m, wrong, 1.0, MPI_COMM_WORLD); }));
+}
+
+// TP x DP x EP: dense layers sharded over a tensor-parallel group of 2 (1 on odd
+// world sizes) and copied across the data-parallel groups; experts whole, one per
+// rank in turn over the world. Dense partials reduce over the TP group, expert
+// partials over the world; the combined norm is the norm of one copy of everything.
+TEMPLATE_TEST_CASE("categories: each reduced over its own communicator, then combined", "[mpi][categories]", float,
+                   double) {
+  using T = TestType;
+  const place world = where(MPI_COMM_WORLD);
+  INFO(describe(MPI_COMM_WORLD));
+  const int tp_size = world.size % 2 == 0 ? 2 : 1;
+  MPI_Comm tp = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, world.rank / tp_size, world.rank, &tp);
+  const place me_tp = where(tp);
+  const auto exact = gradclip::norm_accuracy::exact;
+  for (double p : {1.0, 2.0, 3.0, ref::inf}) {
+    INFO("p = " << p);
+    const model_t<T> dense = make_model<T>(81, 10);
+    const model_t<T> experts = make_model<T>(82, 7, 4.0);
+    const auto dense_pieces = random_sharding(dense, tp_size, 83);
+    std::vector<gradclip::buffer_view<const T>> whole;
+    for (const auto& b : dense) whole.emplace_back(b.data(), b.size());
+    for (const auto& b : experts) whole.emplace_back(b.data(), b.size());
+    const double norm = gradclip::global_norm(whole, p, exact);
+
+    model_t<T> got_d = dense, got_e = experts;
+    auto group = shard_of(got_d, dense_pieces, me_tp.rank);
+    gradclip::mpi::category dense_cat{tp, std::vector<bool>(group.size(), true)};
+    gradclip::mpi::category expert_cat{MPI_COMM_WORLD, std::vector<bool>(group.size(), false)};
+    std::vector<std::size_t> mine;
+    for (std::size_t e = 0; e < experts.size(); ++e) {
+      if (static_cast<int>(e % static_cast<std::size_t>(world.size)) != world.rank) continue;
+      group.emplace_back(got_e[e].data(), got_e[e].size());
+      dense_cat.members.push_back(false);
+      expert_cat.members.push_back(true);
+      mine.push_back(e);
+    }
+    const std::vector<gradclip::mpi::category> cats{dense_cat, expert_cat};
+    const double g = gradclip::mpi::global_norm(group, cats, p, exact);
+    CHECK(ref::rel_err(g, norm) <= 1e-12);
+    CHECK(same_on_all_ranks(g));
+    if (p == 2.0 && world.size > 1 && tp_size < world.size) {
+      // Dense over the world instead: every data-parallel copy counts (the classic double count).
+      const std::vector<gradclip::mpi::category> wrong{{MPI_COMM_WORLD, dense_cat.members}, expert_cat};
+      CHECK(gradclip::mpi::global_norm(group, wrong, p, exact) > norm * (1 + 1e-9));
+    }
+    gradclip::clip_options options{p, 1e-6, gradclip::nonfinite::propagate};
+    options.accuracy = exact;
+    const auto r = gradclip::mpi::clip_by_global_norm(group, cats, norm / 4, options);
+    CHECK(r.clipped);
+    CHECK(ref::rel_err(r.total_norm, norm) <= 1e-12);
+    CHECK(same_on_all_ranks(r.scale));
+    model_t<T> want_e = experts;
+    gradclip::clip_with_norm(want_e, norm / 4, r.total_norm, options);
+    bool experts_ok = true;
+    for (std::size_t e : mine) experts_ok = experts_ok && std::memcmp(got_e[e].data(), want_e[e].data(), got_e[e].size() * sizeof(T)) == 0;
+    CHECK(experts_ok);
+  }
+  // A buffer in two categories, a members mask of the wrong size, a bad norm_type:
+  // every rank throws, nothing written.
+  model_t<T> m = make_model<T>(84, 4);
+  const model_t<T> before = m;
+  std::vector<gradclip::mpi::category> twice{{tp, std::vector<bool>(4, true)}, {MPI_COMM_WORLD, std::vector<bool>(4, false)}};
+  twice[1].members[2] = world.rank == 0;  // on rank 0 only: its TP group and the world see it
+  CHECK(every_rank_throws([&] { gradclip::mpi::clip_by_global_norm(m, twice, 1e-3); }));
+  const std::vector<gradclip::mpi::category> short_mask{{MPI_COMM_WORLD, std::vector<bool>(3, true)}};
+  CHECK(every_rank_throws([&] { gradclip::mpi::global_norm(m, short_mask); }));
+  const std::vector<gradclip::mpi::category> one{{MPI_COMM_WORLD, std::vector<bool>(4, true)}};
+  CHECK(every_rank_throws([&] { gradclip::mpi::global_norm(m, one, world.rank == 0 ? -1.0 : 2.0); }));
+  CHECK(every_rank_throws([&] { gradclip::mpi::global_norm(m, std::vector<gradclip::mpi::category>{}); }));
+  CHECK(same_model_bits(m, before));
+  // One category over the world is the counted-mask call.
+  CHECK(same_class(gradclip::mpi::global_norm(m, one), gradclip::mpi::global_norm(m, MPI_COMM_WORLD)));
+  MPI_Comm_free(&tp);
+}
+
+TEST_CASE("audit_ownership finds a piece counted twice, one counted nowhere, copies that differ", "[mpi][audit]") {
+  const place me = where(MPI_COMM_WORLD);
+  INFO(describe(MPI_COMM_WORLD));
+  const model_t<double> sharded = make_model<double>(91, 9);
+  model_t<double> shared;  // held by every rank; none empty
+  for (std::size_t j = 0; j < 4; ++j) shared.push_back(ref::random_values<double>(50 + 30 * j, 920 + j, 2.0));
+  // Shard pieces get ids 1000 + their index in the piece list; the shared buffers 10 + j.
+  const auto pieces = random_sharding(sharded, me.size, 93);
+  model_t<double> got = sharded, rep = shared;
+  std::vector<gradclip::buffer_view<double>> group;
+  std::vector<std::uint64_t> ids;
+  gradclip::mpi::counted_buffers counted;
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    if (pieces[k].owner != me.rank) continue;
+    group.emplace_back(got[pieces[k].buffer].data() + pieces[k].begin, pieces[k].end - pieces[k].begin);
+    ids.push_back(1000 + k);
+    counted.flags.push_back(true);
+  }
+  for (std::size_t j = 0; j < shared.size(); ++j) {
+    group.emplace_back(rep[j].data(), rep[j].size());
+    ids.push_back(10 + j);
+    counted.flags.push_back(static_cast<int>(j % static_cast<std::size_t>(me.size)) == me.rank);
+  }
+  std::vector<gradclip::buffer_view<const double>> whole;
+  for (const auto& b : sharded) whole.emplace_back(b.data(), b.size());
+  for (const auto& b : shared) whole.emplace_back(b.data(), b.size());
+  const double norm = gradclip::global_norm(whole, 2.0, gradclip::norm_accuracy::exact);
+  namespace gm = gradclip::mpi;
+  using report = gm::ownership_report;
+
+  // Right: each piece once.
+  const auto good = gm::audit_ownership(group, ids, counted, MPI_COMM_WORLD);
+  CHECK(good.ok());
+  CHECK(good.counted_twice == report::none);
+  CHECK(good.never_counted == report::none);
+  CHECK(good.copies_differ == report::none);
+  CHECK(good.distinct == pieces.size() + shared.size());
+  CHECK(good.buffers == pieces.size() + shared.size() * static_cast<std::size_t>(me.size));
+  CHECK(same_class(good.counted_norm, gm::global_norm(group, counted, MPI_COMM_WORLD)));
+  CHECK(ref::rel_err(good.counted_norm, norm) <= 1e-12);
+  CHECK(ref::rel_err(good.deduplicated_norm, norm) <= 1e-12);
+  CHECK(good.summary().find("ownership ok") == 0);
+
+  // Planted: shared buffer 12 counted on the next rank as well as its owner (on
+  // one rank, held twice there: the same buffer appended again, counted).
+  const int last = me.size - 1;
+  auto g2 = group;
+  auto ids2 = ids;
+  auto c2 = counted;
+  const std::size_t at12 = group.size() - shared.size() + 2;
+  const int owner12 = static_cast<int>(2 % static_cast<std::size_t>(me.size));
+  const int extra12 = (owner12 + 1) % me.size;
+  if (me.size > 1) {
+    if (me.rank == extra12) c2.flags[at12] = true;
+  } else {
+    g2.push_back(group[at12]);
+    ids2.push_back(12);
+    c2.flags.push_back(true);
+  }
+  const auto twice = gm::audit_ownership(g2, ids2, c2, MPI_COMM_WORLD);
+  CHECK_FALSE(twice.ok());
+  CHECK(twice.counted_twice == 12);
+  CHECK(twice.counted_twice_ranks[0] == std::min(owner12, extra12));
+  CHECK(twice.counted_twice_ranks[1] == std::max(owner12, extra12));
+  CHECK(twice.never_counted == report::none);
+  CHECK(twice.counted_norm > norm * (1 + 1e-9));  // the double count the audit explains
+  CHECK(ref::rel_err(twice.deduplicated_norm, norm) <= 1e-12);
+  CHECK(twice.summary().find("piece 12 counted twice") != std::string::npos);
+
+  // Planted: shared buffer 11 counted nowhere.
+  auto c3 = counted;
+  c3.flags[group.size() - shared.size() + 1] = false;
+  const auto never = gm::audit_ownership(group, ids, c3, MPI_COMM_WORLD);
+  CHECK(never.never_counted == 11);
+  CHECK(never.never_counted_rank == 0);
+  CHECK(never.counted_twice == report::none);
+  CHECK(never.counted_norm < norm * (1 - 1e-12));
+
+  // Planted: the last rank's copy of shared buffer 13 drifted.
+  if (me.size > 1) {
+    if (me.rank == last) rep[3][0] += 1.0;
+    const auto drift = gm::audit_ownership(group, ids, counted, MPI_COMM_WORLD);
+    CHECK(drift.copies_differ == 13);
+    CHECK_FALSE(drift.ok());
+    if (me.rank == last) rep[3][0] -= 1.0;
+  }
+
+  // Bad arguments on one rank: every rank throws.
+  auto short_ids = ids;
+  if (me.rank == last) short_ids.pop_back();
+  CHECK(every_rank_throws([&] { gm::audit_ownership(group, short_ids, counted, MPI_COMM_WORLD); }));
+  CHECK(every_rank_throws([&] { gm::audit_ownership(group, ids, counted, MPI_COMM_WORLD, me.rank == 0 ? 0.0 : 2.0); }));
+}
