@@ -8,6 +8,7 @@
 #include "norm.hpp"
 #include "clip_norm.hpp"
 #include "contributors.hpp"
+#include "ownership.hpp"
 #include "clip_value.hpp"
 #include "loss_scale.hpp"
 #include "adaptive/norm_stats.hpp"

@@ -69,6 +69,7 @@
 #include "buffer.hpp"
 #include "clip_norm.hpp"
 #include "norm.hpp"
+#include "ownership.hpp"
 #include "detail/float_bits.hpp"
 #include "detail/kernels/kernels.hpp"
 #include "detail/validate.hpp"
@@ -93,25 +94,7 @@ struct category {
   std::vector<bool> members;
 };
 
-// What audit_ownership found. Ids name what a buffer holds: the same id on two
-// ranks (or twice on one) means copies of the same data.
-struct ownership_report {
-  static constexpr std::uint64_t none = std::numeric_limits<std::uint64_t>::max();
-
-  double counted_norm = 0.0;       // the norm the counted masks give: global_norm's bits
-  double deduplicated_norm = 0.0;  // each id once (its first holder's copy), from the buffers' norms
-  std::size_t buffers = 0;         // buffers over all ranks
-  std::size_t distinct = 0;        // distinct ids
-  std::uint64_t counted_twice = none;  // the smallest id counted by more than one holder
-  int counted_twice_ranks[2] = {-1, -1};  //   two ranks that count it (the same rank when held twice there)
-  std::uint64_t never_counted = none;  // the smallest id no holder counts
-  int never_counted_rank = -1;         //   a rank that holds it
-  std::uint64_t copies_differ = none;  // the smallest id whose copies' norms differ (bits): replicas out of sync
-
-  // Every id counted exactly once and every id's copies alike.
-  bool ok() const noexcept { return counted_twice == none && never_counted == none && copies_differ == none; }
-  std::string summary() const;
-};
+using gradclip::ownership_report;  // what audit_ownership returns (gradclip/ownership.hpp)
 
 }  // namespace gradclip::mpi
 
@@ -405,13 +388,6 @@ double reduce_categories(const Group& group, const std::vector<gradclip::mpi::ca
   return total.total();
 }
 
-// A buffer's partial from its norm n: n^p = n^p * 1 ({n, 1}), or {1, n} for L-inf.
-inline norm_partial partial_of_norm(double n, const kernels::norm_spec& spec) noexcept {
-  if (n == 0.0) return {};
-  if (spec.kind == kernels::norm_kind::linf || !is_finite(n)) return {1.0, n};
-  return {n, 1.0};
-}
-
 template <class T>
 void all_gather(const std::vector<T>& mine, std::vector<T>& all, MPI_Datatype type, const std::vector<int>& counts,
                 MPI_Comm comm) {
@@ -657,65 +633,16 @@ ownership_report audit_ownership(const Group& group, const std::vector<std::uint
   detail::mpi::all_gather(norms, all_norms, MPI_DOUBLE, counts, comm);
   detail::mpi::all_gather(flags, all_flags, MPI_UNSIGNED_CHAR, counts, comm);
 
-  // Records in (id, rank, index) order: the gathered order is (rank, index).
   std::vector<int> rank_of;
   rank_of.reserve(all_ids.size());
   for (int r = 0; r < size; ++r) rank_of.insert(rank_of.end(), static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]), r);
-  std::vector<std::size_t> order(all_ids.size());
-  for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return all_ids[a] < all_ids[b]; });
-
-  const auto spec = detail::spec_of(norm_type, norm_accuracy::fast);
-  detail::kernels::norm_accumulator dedup(spec);
-  report.buffers = all_ids.size();
-  for (std::size_t k = 0; k < order.size();) {
-    std::size_t end = k;
-    while (end < order.size() && all_ids[order[end]] == all_ids[order[k]]) ++end;
-    const std::uint64_t id = all_ids[order[k]];
-    ++report.distinct;
-    dedup.add(detail::mpi::partial_of_norm(all_norms[order[k]], spec));
-    int counting[2] = {-1, -1};
-    int counters = 0;
-    bool differ = false;
-    for (std::size_t j = k; j < end; ++j) {
-      const std::size_t r = order[j];
-      if (all_flags[r] != 0) {
-        if (counters < 2) counting[counters] = rank_of[r];
-        ++counters;
-      }
-      differ = differ || !detail::mpi::same(all_norms[r], all_norms[order[k]]);
-    }
-    if (counters > 1 && report.counted_twice == ownership_report::none) {
-      report.counted_twice = id;
-      report.counted_twice_ranks[0] = counting[0];
-      report.counted_twice_ranks[1] = counting[1];
-    }
-    if (counters == 0 && report.never_counted == ownership_report::none) {
-      report.never_counted = id;
-      report.never_counted_rank = rank_of[order[k]];
-    }
-    if (differ && report.copies_differ == ownership_report::none) report.copies_differ = id;
-    k = end;
-  }
-  report.deduplicated_norm = dedup.total();
+  const double counted_norm = report.counted_norm;
+  report = detail::ownership_from_records(all_ids, all_flags, all_norms, rank_of,
+                                          detail::spec_of(norm_type, norm_accuracy::fast));
+  report.counted_norm = counted_norm;
   return report;
 }
 
-inline std::string ownership_report::summary() const {
-  std::string s = ok() ? "ownership ok: " : "ownership NOT ok: ";
-  s += std::to_string(distinct) + " pieces in " + std::to_string(buffers) + " buffers; counted norm " +
-       detail::number_text(counted_norm) + ", norm without duplicates " + detail::number_text(deduplicated_norm);
-  if (counted_twice != none) {
-    s += "; piece " + std::to_string(counted_twice) + " counted twice (ranks " +
-         std::to_string(counted_twice_ranks[0]) + " and " + std::to_string(counted_twice_ranks[1]) + ")";
-  }
-  if (never_counted != none) {
-    s += "; piece " + std::to_string(never_counted) + " counted nowhere (held on rank " +
-         std::to_string(never_counted_rank) + ")";
-  }
-  if (copies_differ != none) s += "; the copies of piece " + std::to_string(copies_differ) + " differ";
-  return s;
-}
 
 }  // namespace gradclip::mpi
 

@@ -53,6 +53,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <initializer_list>
 #include <limits>
 #include <stdexcept>
@@ -61,6 +62,7 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
+#include "ownership.hpp"
 #include "torch.hpp"
 
 namespace gradclip::torch {
@@ -129,39 +131,57 @@ inline void compute_share(at::TensorList parameters, const std::vector<bool>& co
   out.partial = total;
 }
 
-inline double reduce(at::TensorList parameters, double max_norm, double norm_type, bool error_if_nonfinite,
-                     c10d::ProcessGroup& group, const std::vector<bool>& counted, share& mine) {
-  const int rank = group.getRank();
-  const int size = group.getSize();
-
-  std::string local_error;
+// This rank's slot: its partial (or {1, 0} when it failed), its arguments, its status.
+struct slot_values {
+  norm_partial partial;
   double status = status_ok;
-  if (!gradclip::torch::detail::valid_norm_args(max_norm, norm_type)) {
-    local_error = "gradclip::torch::clip_grad_norm_ (c10d): max_norm must be >= 0 and norm_type > 0 (got max_norm " +
-                  std::to_string(max_norm) + ", norm_type " + std::to_string(norm_type) + ")";
-    status = status_invalid;
+  std::string error;  // this rank's own message when status != ok
+};
+
+// Validates this rank's arguments (and any `extra_error` of the caller's), and
+// computes its share with `counted` as the counted mask. Never throws for a bad
+// argument: the verdict is collective.
+inline slot_values prepare(at::TensorList parameters, double max_norm, double norm_type,
+                           const std::vector<bool>& counted, const std::string& extra_error, share& mine) {
+  slot_values v;
+  if (!extra_error.empty()) {
+    v.error = extra_error;
+    v.status = status_invalid;
+  } else if (!gradclip::torch::detail::valid_norm_args(max_norm, norm_type)) {
+    v.error = "gradclip::torch::clip_grad_norm_ (c10d): max_norm must be >= 0 and norm_type > 0 (got max_norm " +
+              std::to_string(max_norm) + ", norm_type " + std::to_string(norm_type) + ")";
+    v.status = status_invalid;
   } else if (!counted.empty() && counted.size() != parameters.size()) {
-    local_error = "gradclip::torch::clip_grad_norm_ (c10d): counted has " + std::to_string(counted.size()) +
-                  " flags for " + std::to_string(parameters.size()) + " parameters";
-    status = status_invalid;
+    v.error = "gradclip::torch::clip_grad_norm_ (c10d): counted has " + std::to_string(counted.size()) +
+              " flags for " + std::to_string(parameters.size()) + " parameters";
+    v.status = status_invalid;
   } else {
     try {  // a rank that cannot compute its share must not leave the others waiting
       compute_share(parameters, counted, norm_type, mine);
+      v.partial = mine.partial;
     } catch (const std::exception& e) {
-      local_error = std::string("gradclip::torch::clip_grad_norm_ (c10d): ") + e.what();
-      status = status_failed;
+      v.error = std::string("gradclip::torch::clip_grad_norm_ (c10d): ") + e.what();
+      v.status = status_failed;
     }
   }
+  return v;
+}
 
-  // The slots: zeros but this rank's; a SUM then gathers them exactly.
+// ONE all-reduce (SUM) of a slot per rank, zeros but this rank's: every rank's
+// slot, exactly. Returns size * slot_doubles values.
+inline std::vector<double> exchange(c10d::ProcessGroup& group, const slot_values& v, double max_norm,
+                                    double norm_type, bool error_if_nonfinite) {
+  const int rank = group.getRank();
+  const int size = group.getSize();
   std::vector<double> host(static_cast<std::size_t>(size) * slot_doubles, 0.0);
   double* slot = host.data() + static_cast<std::size_t>(rank) * slot_doubles;
-  slot[f_scale] = status == status_ok ? mine.partial.scale : 1.0;
-  slot[f_sum] = status == status_ok ? mine.partial.sum : 0.0;
+  const bool ok = v.status == status_ok;
+  slot[f_scale] = ok ? v.partial.scale : 1.0;
+  slot[f_sum] = ok ? v.partial.sum : 0.0;
   slot[f_norm_type] = norm_type;
   slot[f_max_norm] = max_norm;
   slot[f_error] = error_if_nonfinite ? 1.0 : 0.0;
-  slot[f_status] = status;
+  slot[f_status] = v.status;
 
   auto options = at::TensorOptions().dtype(at::kDouble);
   at::Tensor buffer = at::from_blob(host.data(), {static_cast<std::int64_t>(host.size())}, options).clone();
@@ -172,22 +192,27 @@ inline double reduce(at::TensorList parameters, double max_norm, double norm_typ
   group.allreduce(tensors, reduce_options)->wait();
   const at::Tensor result = tensors[0].to(at::Device(at::kCPU)).contiguous();
   const double* all = result.data_ptr<double>();
+  return std::vector<double>(all, all + host.size());
+}
 
-  // The verdict, from the slots every rank now holds: the same on every rank.
+// The verdict, from the slots every rank of the group now holds: the same on every
+// rank. Throws std::invalid_argument or std::runtime_error.
+inline void verdict(const std::vector<double>& all, const slot_values& mine) {
+  const std::size_t size = all.size() / slot_doubles;
   int invalid = -1, failed = -1;
   bool mismatch = false;
-  for (int r = 0; r < size; ++r) {
-    const double* s = all + static_cast<std::size_t>(r) * slot_doubles;
-    if (s[f_status] == status_invalid && invalid < 0) invalid = r;
-    if (s[f_status] == status_failed && failed < 0) failed = r;
+  for (std::size_t r = 0; r < size; ++r) {
+    const double* s = all.data() + r * slot_doubles;
+    if (s[f_status] == status_invalid && invalid < 0) invalid = static_cast<int>(r);
+    if (s[f_status] == status_failed && failed < 0) failed = static_cast<int>(r);
     if (!same(s[f_norm_type], all[f_norm_type]) || !same(s[f_max_norm], all[f_max_norm]) ||
         s[f_error] != all[f_error]) {
       mismatch = true;
     }
   }
   if (invalid >= 0) {
-    if (!local_error.empty() && status == status_invalid) {
-      throw std::invalid_argument(local_error + " (every rank of the group throws; nothing was modified)");
+    if (mine.status == status_invalid) {
+      throw std::invalid_argument(mine.error + " (every rank of the group throws; nothing was modified)");
     }
     throw std::invalid_argument("gradclip::torch::clip_grad_norm_ (c10d): rank " + std::to_string(invalid) +
                                 "'s arguments were invalid; nothing was modified");
@@ -198,19 +223,45 @@ inline double reduce(at::TensorList parameters, double max_norm, double norm_typ
         "error_if_nonfinite; nothing was modified");
   }
   if (failed >= 0) {
-    if (!local_error.empty()) throw std::runtime_error(local_error + " (every rank of the group throws)");
+    if (mine.status == status_failed) throw std::runtime_error(mine.error + " (every rank of the group throws)");
     throw std::runtime_error("gradclip::torch::clip_grad_norm_ (c10d): rank " + std::to_string(failed) +
                              " could not compute its share of the norm; nothing was modified");
   }
+}
 
-  // Range-safe combination, in rank order.
-  const auto spec = gradclip::detail::kernels::norm_spec::from(norm_type);
-  gradclip::detail::kernels::norm_accumulator acc(spec);
-  for (int r = 0; r < size; ++r) {
-    const double* s = all + static_cast<std::size_t>(r) * slot_doubles;
+// Every rank's partial, in rank order, into the range-safe accumulation.
+inline void add_slots(const std::vector<double>& all, gradclip::detail::kernels::norm_accumulator& acc) {
+  for (std::size_t r = 0; r < all.size() / slot_doubles; ++r) {
+    const double* s = all.data() + r * slot_doubles;
     acc.add({s[f_scale], s[f_sum]});
   }
+}
+
+inline double reduce(at::TensorList parameters, double max_norm, double norm_type, bool error_if_nonfinite,
+                     c10d::ProcessGroup& group, const std::vector<bool>& counted, share& mine,
+                     const std::string& extra_error = {}) {
+  const slot_values v = prepare(parameters, max_norm, norm_type, counted, extra_error, mine);
+  const auto all = exchange(group, v, max_norm, norm_type, error_if_nonfinite);
+  verdict(all, v);
+  gradclip::detail::kernels::norm_accumulator acc(gradclip::detail::kernels::norm_spec::from(norm_type));
+  add_slots(all, acc);
   return acc.total();
+}
+
+// Scales every gradient of this rank by the coefficient of `total` (libtorch's
+// max_norm / (total + 1e-6), clamped to 1), after the nonfinite check.
+inline void apply(share& mine, double max_norm, double norm_type, bool error_if_nonfinite, double total) {
+  if (error_if_nonfinite && !gradclip::detail::is_finite(total)) gradclip::torch::detail::throw_nonfinite(norm_type);
+  mine.direct.clip_with_total(max_norm, total, norm_type);
+  if (!mine.fallback.empty()) {
+    const auto d = gradclip::detail::kernels::decide(total, {max_norm, 1e-6}, nonfinite::propagate);
+    if (d.scales()) {
+      // On the gradient itself, not on .data(): a sparse tensor's .data() is a shallow copy
+      // whose in-place mul_ replaces the copy's values and leaves the gradient's unscaled.
+      const at::NoGradGuard no_grad;
+      for (auto& g : mine.fallback) g.mul_(d.reported());
+    }
+  }
 }
 
 }  // namespace detail::distributed
@@ -223,18 +274,7 @@ inline double clip_grad_norm_(at::TensorList parameters, double max_norm, double
   detail::distributed::share mine;
   const double total =
       detail::distributed::reduce(parameters, max_norm, norm_type, error_if_nonfinite, group, counted, mine);
-  if (error_if_nonfinite && !gradclip::detail::is_finite(total)) detail::throw_nonfinite(norm_type);
-
-  mine.direct.clip_with_total(max_norm, total, norm_type);
-  if (!mine.fallback.empty()) {
-    const auto d = gradclip::detail::kernels::decide(total, {max_norm, 1e-6}, nonfinite::propagate);
-    if (d.scales()) {
-      // On the gradient itself, not on .data(): a sparse tensor's .data() is a shallow copy
-      // whose in-place mul_ replaces the copy's values and leaves the gradient's unscaled.
-      const at::NoGradGuard no_grad;
-      for (auto& g : mine.fallback) g.mul_(d.reported());
-    }
-  }
+  detail::distributed::apply(mine, max_norm, norm_type, error_if_nonfinite, total);
   return total;
 }
 
@@ -255,6 +295,158 @@ inline double clip_grad_norm_(const ::torch::OrderedDict<std::string, at::Tensor
                               const std::vector<bool>& counted = {}) {
   return clip_grad_norm_(at::TensorList(named_parameters.values()), max_norm, norm_type, error_if_nonfinite, group,
                          counted);
+}
+
+// One category of parameters (dense, expert, shared, ...) for the categorized
+// clip_grad_norm_: the parameters in it (one flag per parameter, indexed like
+// `parameters`; a parameter is in at most one category, and one in none is scaled
+// but not counted) and the process group over which its shards make up its whole
+// norm (the tensor-parallel group for dense layers, the expert-parallel group for
+// experts; see gradclip::mpi::category and the README's recipe).
+struct category {
+  c10d::ProcessGroup* group = nullptr;
+  std::vector<bool> members;
+};
+
+// clip_grad_norm_ over categories: each category's members measured and
+// all-reduced over its own process group (one all-reduce per category, in list
+// order), the categories' partials combined in list order; every rank then scales
+// all of its gradients by the same coefficient. Every rank of a category's group
+// passes its categories in the same order with the same arguments. Bad or
+// disagreeing arguments throw std::invalid_argument on every rank that shares a
+// category group with the faulty one (all the all-reduces run first), nothing
+// modified; an empty list or a null group throws on that rank alone, before any
+// collective.
+inline double clip_grad_norm_(at::TensorList parameters, double max_norm, double norm_type, bool error_if_nonfinite,
+                              const std::vector<category>& categories) {
+  if (categories.empty()) throw std::invalid_argument("gradclip::torch::clip_grad_norm_ (c10d): no categories");
+  for (const auto& c : categories) {
+    if (c.group == nullptr) throw std::invalid_argument("gradclip::torch::clip_grad_norm_ (c10d): a null group");
+  }
+  std::string error;  // a members mask of the wrong size, a parameter in two categories
+  std::vector<bool> seen(parameters.size(), false);
+  for (const auto& c : categories) {
+    if (c.members.size() != parameters.size()) {
+      error = "gradclip::torch::clip_grad_norm_ (c10d): a category's members has " +
+              std::to_string(c.members.size()) + " flags for " + std::to_string(parameters.size()) + " parameters";
+      break;
+    }
+    for (std::size_t i = 0; i < parameters.size() && error.empty(); ++i) {
+      if (c.members[i] && seen[i]) {
+        error = "gradclip::torch::clip_grad_norm_ (c10d): parameter " + std::to_string(i) +
+                " is in more than one category (it would count twice)";
+      }
+      seen[i] = seen[i] || c.members[i];
+    }
+    if (!error.empty()) break;
+  }
+
+  // Every category's exchange first, then the verdicts.
+  std::vector<detail::distributed::share> shares(categories.size());  // each sorts every gradient too
+  std::vector<detail::distributed::slot_values> values;
+  std::vector<std::vector<double>> slots;
+  for (std::size_t k = 0; k < categories.size(); ++k) {
+    values.push_back(detail::distributed::prepare(parameters, max_norm, norm_type, categories[k].members, error,
+                                                  shares[k]));
+    slots.push_back(
+        detail::distributed::exchange(*categories[k].group, values.back(), max_norm, norm_type, error_if_nonfinite));
+  }
+  for (std::size_t k = 0; k < categories.size(); ++k) detail::distributed::verdict(slots[k], values[k]);
+  gradclip::detail::kernels::norm_accumulator acc(gradclip::detail::kernels::norm_spec::from(norm_type));
+  for (const auto& all : slots) detail::distributed::add_slots(all, acc);
+  const double total = acc.total();
+  // Every share holds all of this rank's gradients (direct and fallback); scale through the first.
+  detail::distributed::apply(shares[0], max_norm, norm_type, error_if_nonfinite, total);
+  return total;
+}
+
+// Checks that the counted mask counts every piece of the model exactly once (see
+// gradclip/ownership.hpp): `ids` (one per parameter, indexed like `parameters`)
+// name what each parameter's gradient holds, the same id on every rank holding a
+// copy. Gathers every rank's (id, counted flag, norm) of the parameters with a
+// gradient and returns the same report on every rank; counted_norm is the bits
+// clip_grad_norm_(parameters, ..., group, counted) computes. A debugging tool:
+// three all-reduces (the norm, then ids and norms in slots), a second read of the
+// gradients for their own norms, O(total parameters) memory on every rank. Over
+// categories, audit each category over its group. Collective over `group`; bad
+// arguments on any rank throw std::invalid_argument on every rank.
+inline ownership_report audit_ownership(at::TensorList parameters, const std::vector<std::uint64_t>& ids,
+                                        const std::vector<bool>& counted, c10d::ProcessGroup& group,
+                                        double norm_type = 2.0) {
+  std::string error;
+  if (ids.size() != parameters.size()) {
+    error = "gradclip::torch::audit_ownership: " + std::to_string(ids.size()) + " ids for " +
+            std::to_string(parameters.size()) + " parameters";
+  }
+  detail::distributed::share mine;
+  ownership_report report;
+  report.counted_norm = detail::distributed::reduce(parameters, 0.0, norm_type, false, group, counted, mine, error);
+
+  // This rank's records: parameters with a gradient.
+  const auto spec = gradclip::detail::kernels::norm_spec::from(norm_type);
+  std::vector<std::int64_t> my_ids;
+  std::vector<double> my_records;  // (norm, counted) pairs
+  for (std::size_t i = 0; i < parameters.size(); ++i) {
+    const auto& g = parameters[i].grad();
+    if (!g.defined()) continue;
+    norm_partial part;
+    if (gradclip::torch::detail::supported_grad(g)) {
+      gradclip::torch::detail::grad_groups one;
+      one.add(g);
+      part = one.partial(norm_type);
+    } else {
+      part = detail::distributed::libtorch_partial(g, norm_type);
+    }
+    my_ids.push_back(static_cast<std::int64_t>(ids[i]));  // two's complement: the SUM below is exact
+    my_records.push_back(norm_from_partial(part, norm_type));
+    my_records.push_back(counted.empty() || counted[i] ? 1.0 : 0.0);
+  }
+
+  // Sizes, then ids and records, each in slots (zeros but this rank's): SUM is exact.
+  const int rank = group.getRank();
+  const auto size = static_cast<std::size_t>(group.getSize());
+  const bool nccl = group.getBackendName() == "nccl";
+  const auto sum_all = [&](at::Tensor t) {
+    if (nccl) t = t.to(at::Device(at::kCUDA));
+    std::vector<at::Tensor> tensors{t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    group.allreduce(tensors, o)->wait();
+    return tensors[0].to(at::Device(at::kCPU)).contiguous();
+  };
+  at::Tensor counts = at::zeros({static_cast<std::int64_t>(size)}, at::TensorOptions().dtype(at::kLong));
+  counts[rank] = static_cast<std::int64_t>(my_ids.size());
+  counts = sum_all(counts);
+  const std::int64_t* count = counts.data_ptr<std::int64_t>();
+  std::int64_t total = 0, first = 0;
+  for (std::size_t r = 0; r < size; ++r) {
+    if (static_cast<int>(r) == rank) first = total;
+    total += count[r];
+  }
+  at::Tensor all_ids = at::zeros({total}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor all_records = at::zeros({2 * total}, at::TensorOptions().dtype(at::kDouble));
+  std::copy(my_ids.begin(), my_ids.end(), all_ids.data_ptr<std::int64_t>() + first);
+  std::copy(my_records.begin(), my_records.end(), all_records.data_ptr<double>() + 2 * first);
+  all_ids = sum_all(all_ids);
+  all_records = sum_all(all_records);
+
+  std::vector<std::uint64_t> record_ids(static_cast<std::size_t>(total));
+  std::vector<double> norms(static_cast<std::size_t>(total));
+  std::vector<unsigned char> flags(static_cast<std::size_t>(total));
+  std::vector<int> rank_of;
+  rank_of.reserve(static_cast<std::size_t>(total));
+  for (std::size_t r = 0; r < size; ++r) rank_of.insert(rank_of.end(), static_cast<std::size_t>(count[r]), static_cast<int>(r));
+  const std::int64_t* gi = all_ids.data_ptr<std::int64_t>();
+  const double* gr = all_records.data_ptr<double>();
+  for (std::size_t k = 0; k < record_ids.size(); ++k) {
+    record_ids[k] = static_cast<std::uint64_t>(gi[k]);
+    norms[k] = gr[2 * k];
+    flags[k] = gr[2 * k + 1] != 0.0 ? 1 : 0;
+  }
+  const double counted_norm = report.counted_norm;
+  report = gradclip::detail::ownership_from_records(record_ids, flags, norms, rank_of, spec);
+  report.counted_norm = counted_norm;
+  return report;
 }
 
 }  // namespace gradclip::torch

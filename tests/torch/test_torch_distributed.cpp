@@ -14,6 +14,7 @@
 #include <gradclip/torch_distributed.hpp>  // first: the header must be self-contained
 
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <algorithm>
@@ -32,6 +33,7 @@ namespace {
 
 using at::Tensor;
 constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr std::uint64_t ownership_none = gradclip::ownership_report::none;
 
 int failures = 0;
 int rank_ = 0;
@@ -365,6 +367,125 @@ void run_overloads(c10d::ProcessGroup& pg) {
   check(n0 == 0.0, "overloads: nothing counted, norm " + std::to_string(n0));
 }
 
+// TP x DP x EP: dense parameters split across a tensor-parallel group of 2 (1 on odd world
+// sizes; its own Gloo group over a PrefixStore) and equal on every data-parallel copy; expert
+// e on world rank e % world. Dense over the TP group, experts over the world: the norm of one
+// copy of everything. Then the audit: dense over the TP group is right, dense over the world
+// counts every data-parallel copy, an expert left uncounted is reported.
+void run_categories(c10d::ProcessGroup& world_pg, const c10::intrusive_ptr<c10d::Store>& store, int world) {
+  const int rank = world_pg.getRank();
+  const int tp_size = world % 2 == 0 ? 2 : 1;
+  const int tp_rank = rank % tp_size;
+  auto options = c10d::ProcessGroupGloo::Options::create();
+  options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  auto tp_store = c10::make_intrusive<c10d::PrefixStore>("tp" + std::to_string(rank / tp_size), store);
+  auto tp = c10::make_intrusive<c10d::ProcessGroupGloo>(tp_store, tp_rank, tp_size, options);
+
+  for (double p : {1.0, 2.0, inf}) {
+    std::mt19937_64 rng(500);  // the same model on every rank
+    std::vector<Tensor> dense, experts;
+    for (int i = 0; i < 8; ++i) dense.push_back(random_grad(static_cast<std::int64_t>(1 + rng() % 900), at::kFloat, rng));
+    for (int e = 0; e < 5; ++e) experts.push_back(random_grad(static_cast<std::int64_t>(1 + rng() % 900), at::kDouble, rng));
+    std::vector<Tensor> all_params;
+    for (const auto& g : dense) all_params.push_back(param_with_grad(g));
+    for (const auto& g : experts) all_params.push_back(param_with_grad(g));
+    const double unclipped = gradclip::torch::clip_grad_norm_(all_params, inf, p, false);
+    const double max_norm = unclipped / 3;
+    const double total_ref = gradclip::torch::clip_grad_norm_(all_params, max_norm, p, false);
+
+    std::vector<Tensor> mine;
+    std::vector<std::size_t> which;  // index into all_params
+    std::vector<std::uint64_t> ids;
+    std::vector<bool> is_dense;
+    for (std::size_t i = 0; i < dense.size(); ++i) {
+      if (static_cast<int>(i) % tp_size != tp_rank) continue;
+      mine.push_back(param_with_grad(dense[i]));
+      which.push_back(i);
+      ids.push_back(i);
+      is_dense.push_back(true);
+    }
+    for (std::size_t e = 0; e < experts.size(); ++e) {
+      if (static_cast<int>(e) % world != rank) continue;
+      mine.push_back(param_with_grad(experts[e]));
+      which.push_back(dense.size() + e);
+      ids.push_back(1000 + e);
+      is_dense.push_back(false);
+    }
+    std::vector<bool> expert_members(is_dense.size());
+    for (std::size_t k = 0; k < is_dense.size(); ++k) expert_members[k] = !is_dense[k];
+    const std::vector<gradclip::torch::category> cats{{tp.get(), is_dense}, {&world_pg, expert_members}};
+    const std::string what = "categories p " + std::to_string(p);
+    const double total = gradclip::torch::clip_grad_norm_(mine, max_norm, p, false, cats);
+    check(close(total, total_ref, 1e-12), what + ": norm " + std::to_string(total) + " vs " + std::to_string(total_ref));
+    check_same_on_all_ranks(world_pg, total, what);
+    const double slack = 2.0 * std::fabs(total - total_ref) / total_ref;
+    for (std::size_t k = 0; k < mine.size(); ++k) {
+      check(within_ulp(mine[k].grad(), all_params[which[k]].grad(), slack), what + ": gradient " + std::to_string(which[k]));
+    }
+
+    // The audit, on fresh copies (the clip above scaled `mine`).
+    std::vector<Tensor> d_params;
+    std::vector<std::uint64_t> d_ids;
+    for (std::size_t k = 0; k < mine.size(); ++k) {
+      if (!is_dense[k]) continue;
+      d_params.push_back(param_with_grad(dense[which[k]]));
+      d_ids.push_back(ids[k]);
+    }
+    const auto good = gradclip::torch::audit_ownership(d_params, d_ids, {}, *tp, p);
+    check(good.ok(), what + ": dense audit over TP: " + good.summary());
+    check(good.distinct == dense.size(), what + ": dense pieces");
+    std::vector<Tensor> dense_params;
+    for (const auto& g : dense) dense_params.push_back(param_with_grad(g));
+    const double dense_ref = gradclip::torch::clip_grad_norm_(dense_params, inf, p, false);
+    check(close(good.deduplicated_norm, dense_ref, 1e-12), what + ": deduplicated norm");
+    check(close(good.counted_norm, dense_ref, 1e-12), what + ": counted norm");
+    const auto over_world = gradclip::torch::audit_ownership(d_params, d_ids, {}, world_pg, p);
+    if (world / tp_size > 1) {
+      check(!over_world.ok() && over_world.counted_twice == 0, what + ": dense over the world: " + over_world.summary());
+      check(over_world.counted_twice_ranks[0] == 0 && over_world.counted_twice_ranks[1] == tp_size,
+            what + ": double-count ranks");
+    } else {
+      check(over_world.ok(), what + ": one data-parallel copy: " + over_world.summary());
+    }
+    std::vector<Tensor> e_params;
+    std::vector<std::uint64_t> e_ids;
+    std::vector<bool> e_counted;
+    for (std::size_t k = 0; k < mine.size(); ++k) {
+      if (is_dense[k]) continue;
+      e_params.push_back(param_with_grad(experts[which[k] - dense.size()]));
+      e_ids.push_back(ids[k]);
+      e_counted.push_back(ids[k] != 1003);
+    }
+    const auto never = gradclip::torch::audit_ownership(e_params, e_ids, e_counted, world_pg, p);
+    check(never.never_counted == 1003 && never.never_counted_rank == 3 % world && never.counted_twice == ownership_none,
+          what + ": expert 3 uncounted: " + never.summary());
+  }
+
+  // A parameter in two categories (on rank 0 only): every rank throws, nothing written.
+  std::mt19937_64 rng(77);
+  std::vector<Tensor> two{param_with_grad(random_grad(10, at::kFloat, rng)), param_with_grad(random_grad(10, at::kFloat, rng))};
+  const Tensor before = two[0].grad().clone();
+  std::vector<bool> second{rank == 0, false};
+  const std::vector<gradclip::torch::category> overlap{{tp.get(), {true, true}}, {&world_pg, second}};
+  bool threw = false;
+  try {
+    gradclip::torch::clip_grad_norm_(two, 1e-3, 2.0, false, overlap);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  check(threw, "categories: overlap did not throw");
+  check(identical(two[0].grad(), before), "categories: overlap wrote");
+  threw = false;
+  try {  // ids of the wrong size on the last rank
+    std::vector<std::uint64_t> short_ids{1, 2};
+    if (rank == world - 1) short_ids.pop_back();
+    gradclip::torch::audit_ownership(two, short_ids, {}, world_pg);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  check(threw, "audit: short ids did not throw");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -399,6 +520,7 @@ int main(int argc, char** argv) {
     }
     run_bad_arguments(*pg, world);
     run_overloads(*pg);
+    run_categories(*pg, store, world);
     pg->barrier()->wait();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank %d: exception: %s\n", rank, e.what());
