@@ -5,6 +5,9 @@
 //   double total = gradclip::torch::clip_grad_norm_(model->parameters(), 1.0);
 //   gradclip::torch::clip_grad_value_(model->parameters(), 0.5);
 //
+// gradient_arena (below) puts every gradient in one buffer per dtype, so that the
+// many-small-tensors case runs as one run per dtype.
+//
 // Both take what libtorch's do (a std::vector<Tensor>, a braced list, a single
 // Tensor) and also an at::TensorList and a module's named_parameters() (a
 // torch::OrderedDict<std::string, Tensor>): the same call on the same tensors.

@@ -6,6 +6,8 @@
 //
 //   double total = gradclip::torch::clip_grad_norm_(my_params, 1.0, 2.0, false, *group);
 //   double total = gradclip::torch::clip_grad_norm_(my_params, 1.0, 2.0, false, *group, counted);
+//   double total = gradclip::torch::clip_grad_norm_(my_params, 1.0, 2.0, false, categories);
+//   auto report = gradclip::torch::audit_ownership(my_params, ids, counted, *group);
 //
 // Every rank passes its own parameters (any number, any dtypes, possibly none); the
 // norm is that of every rank's counted gradients taken as one vector, the same bits
