@@ -354,10 +354,10 @@ double reduce_categories(const Group& group, const std::vector<gradclip::mpi::ca
     validate(norm_type, max_norm, eps, policy);
     check_accuracy(accuracy);
     std::vector<bool> seen(buffers, false);
-    for (std::size_t k = 0; k < categories.size(); ++k) {
-      check_mask(categories[k].members.size(), buffers, "category's members mask");
+    for (const auto& c : categories) {
+      check_mask(c.members.size(), buffers, "category's members mask");
       for (std::size_t i = 0; i < buffers; ++i) {
-        if (!categories[k].members[i]) continue;
+        if (!c.members[i]) continue;
         if (seen[i]) {
           throw std::invalid_argument("gradclip::mpi: buffer " + std::to_string(i) +
                                       " is in more than one category (it would count twice)");
