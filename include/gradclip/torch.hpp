@@ -430,7 +430,11 @@ class gradient_arena {
       const auto& g = p.grad();
       if (g.defined()) {
         ::torch::NoGradGuard no_grad;
-        slice.copy_(g.is_sparse() ? g.to_dense() : g);
+        // A gradient moved onto the arena's own memory (set_ onto another offset) may
+        // overlap its slice, which copy_ refuses: copied out first.
+        const bool shares = !g.is_sparse() && g.has_storage() &&
+                            g.storage().unsafeGetStorageImpl() == flat.storage().unsafeGetStorageImpl();
+        slice.copy_(g.is_sparse() ? g.to_dense() : shares ? g.clone() : g);
       } else {
         slice.zero_();
       }

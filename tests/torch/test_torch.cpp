@@ -1196,6 +1196,20 @@ TEST_CASE("gradient_arena: float and double parameters, one run per dtype, clip_
   CHECK(arena.bound());
   CHECK(max_rel(b->weight.grad(), before) == 0.0);
   CHECK(static_cast<double*>(arena.flat(at::kDouble).data_ptr()) == b->weight.grad().data_ptr());
+  // The same gradient tensor (one TensorImpl) moved in place: set_ onto other memory, or
+  // onto the arena one element off its slice, overlapping it. Not bound; bind() copies the
+  // values back into the slice (the overlapping case through a copy).
+  const auto elsewhere = at::full({3, 4}, 0.25, at::kDouble);
+  b->weight.grad().set_(elsewhere.storage(), 0, {3, 4}, {4, 1});
+  CHECK_FALSE(arena.bound());
+  CHECK(arena.bind() == 1);
+  CHECK(arena.bound());
+  CHECK(max_rel(b->weight.grad(), elsewhere) == 0.0);
+  const auto flat_double = arena.flat(at::kDouble);
+  b->weight.grad().set_(flat_double.storage(), flat_double.storage_offset() + 1, {3, 4}, {4, 1});
+  CHECK_FALSE(arena.bound());
+  CHECK(arena.bind() == 1);
+  CHECK(arena.bound());
   // A parameter without a slot that has a gradient: not bound, still counted.
   params[4].mutable_grad() = at::full({2}, 3.0);
   CHECK_FALSE(arena.bound());
