@@ -13,7 +13,12 @@
 //                                                         views, dtype groups), 10,000 x 100 and
 //                                                         1 x 1e6
 //   BM_gradclip_torch_arena/tensors:10000/size:100        the same call on a gradient_arena over
-//                                                         those parameters (one run per dtype)
+//                                                         those parameters (one run per dtype),
+//                                                         binding_check::per_clip (every call
+//                                                         checks every parameter's gradient)
+//   BM_gradclip_torch_arena_on_change/...                 the same with binding_check::on_change
+//                                                         (hooks in backward watch the gradients;
+//                                                         a call checks only the flat tensors)
 //
 // Both sides clip on every call (max_norm tracks just below the norm, see clip_tracker in
 // bench_common.hpp); libtorch multiplies every gradient even when it does not clip, so its time
@@ -90,12 +95,13 @@ void gradclip_rows(benchmark::State& state, std::int64_t count, std::int64_t siz
 }
 
 // gradclip::torch::clip_grad_norm_, on the parameters or on a gradient_arena over them.
-void adapter_rows(benchmark::State& state, std::int64_t count, std::int64_t size, bool arena) {
+void adapter_rows(benchmark::State& state, std::int64_t count, std::int64_t size, bool arena,
+                  gradclip::torch::binding_check check = gradclip::torch::binding_check::per_clip) {
   auto params = make_params(count, size);
   clip_tracker t(gradclip::global_norm(grad_views(params)));
   gradclip::torch::gradient_arena a;
   if (arena) {
-    a = gradclip::torch::gradient_arena(params);
+    a = gradclip::torch::gradient_arena(params, check);
     if (!a.bound()) {
       state.SkipWithError("gradient_arena not bound");
       return;
@@ -124,6 +130,9 @@ void BM_gradclip_torch_adapter(benchmark::State& state) {
   adapter_rows(state, state.range(0), state.range(1), false);
 }
 void BM_gradclip_torch_arena(benchmark::State& state) { adapter_rows(state, state.range(0), state.range(1), true); }
+void BM_gradclip_torch_arena_on_change(benchmark::State& state) {
+  adapter_rows(state, state.range(0), state.range(1), true, gradclip::torch::binding_check::on_change);
+}
 
 BENCHMARK(BM_torch_clip_grad_norm)->ArgNames({"n"})->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_gradclip_on_torch)->ArgNames({"n"})->Arg(10000000)->UseRealTime();
@@ -136,6 +145,7 @@ BENCHMARK(BM_gradclip_torch_adapter)
     ->Args({1, 1000000})
     ->UseRealTime();
 BENCHMARK(BM_gradclip_torch_arena)->ArgNames({"tensors", "size"})->Args({10000, 100})->UseRealTime();
+BENCHMARK(BM_gradclip_torch_arena_on_change)->ArgNames({"tensors", "size"})->Args({10000, 100})->UseRealTime();
 
 }  // namespace
 

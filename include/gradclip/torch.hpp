@@ -58,9 +58,11 @@
 #ifndef GRADCLIP_TORCH_HPP
 #define GRADCLIP_TORCH_HPP
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -72,6 +74,9 @@
 #include <torch/ordered_dict.h>
 #include <torch/utils.h>
 #include <c10/util/strides.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include "gradclip.hpp"
 
@@ -353,7 +358,9 @@ inline void clip_grad_value_(const ::torch::OrderedDict<std::string, at::Tensor>
 // one (zero_grad(set_to_none = true); a parameter not reached by backward since
 // it was set to none) becomes the slice, zeroed; one elsewhere (a backward after
 // set_to_none allocates fresh gradients; create_graph = true or an assignment
-// replaces them) is copied into the slice and replaced by it, values kept.
+// replaces them) is copied into the slice and replaced by it, values kept. A
+// parameter whose element count changed since the arena was built is left as it
+// is (its slice no longer fits; the calls then take the ordinary path).
 // The constructor binds. Call bind() after zero_grad(set_to_none = true), before
 // backward; it costs nothing for gradients already bound (a check each). Note
 // that a bound gradient is always defined: a parameter that backward does not
@@ -361,20 +368,63 @@ inline void clip_grad_value_(const ::torch::OrderedDict<std::string, at::Tensor>
 // no gradient, which optimizers such as Adam treat differently (they step it).
 //
 // clip_grad_norm_(arena, ...) and clip_grad_value_(arena, ...) are the calls on
-// arena.parameters(), same results within gradclip's accuracy bound: when bound()
-// (every sliced parameter's gradient is its slice, unchanged in place, and the
-// others have none) they run on the flat tensors, one run per dtype, after a
-// pointer check per parameter; otherwise on the parameters' gradients as they
-// are (one view per gradient), never on stale slices. So a missing bind() costs speed, never
-// correctness. The flat tensors are the gradients' memory: all-reduce them in
-// place to all-reduce every gradient (when bound(); a slice that is not bound
-// is stale). Keep the arena alive while the gradients are used: they share its
-// storage (they keep it alive, the arena keeps the bookkeeping).
-class gradient_arena {
- public:
-  gradient_arena() = default;
+// arena.parameters(), same results within gradclip's accuracy bound: when the
+// gradients are bound (every sliced parameter's gradient is its slice, unchanged
+// in place, and the others have none) they run on the flat tensors, one run per
+// dtype; otherwise on the parameters' gradients as they are (one view per
+// gradient). How a call knows, the binding_check given to the constructor:
+//   - binding_check::per_clip (the default): every call checks every parameter's
+//     gradient (bound()), so nothing is ever clipped stale and a missing bind()
+//     costs speed, never correctness. The check reads three separately allocated
+//     libtorch objects per parameter: with 10,000 small parameters it costs about
+//     as much as the data pass itself.
+//   - binding_check::on_change: the arena puts a hook on each sliced parameter's
+//     gradient accumulator (the autograd node backward accumulates with, as DDP's
+//     reducer does). After backward accumulates a gradient, the hook checks it
+//     while it is in cache; one off its slice (a fresh gradient after
+//     set_to_none, create_graph) is put back, as bind() would, and the next call
+//     checks every parameter once. Calls otherwise check only the flat tensors and
+//     the parameters without a hook (no slice, or not a leaf), and run on the
+//     flat tensors. What you promise in exchange: a gradient changed outside
+//     backward (an assignment to mutable_grad(), set_, zero_grad(set_to_none =
+//     true) not followed by a backward that reaches the parameter) is followed by
+//     bind() before the next call; otherwise the call clips its stale slice.
+//     Gradients are then in the arena right after backward, so all-reducing
+//     flat() in place all-reduces them.
+// The flat tensors are the gradients' memory: all-reduce them in place to
+// all-reduce every gradient (when bound; a slice that is not bound is stale).
+// Keep the arena alive while the gradients are used: they share its storage (they
+// keep it alive, the arena keeps the bookkeeping). Copies of an arena are handles
+// to the same one; when the last is destroyed, its hooks are removed. Give each
+// parameter to one arena at a time: two would move its gradient back and forth.
 
-  explicit gradient_arena(at::TensorList parameters) : params_(parameters.vec()) {
+// How clip_grad_norm_(arena) and clip_grad_value_(arena) learn that the gradients
+// are bound (see gradient_arena).
+enum class binding_check {
+  per_clip,   // each call checks every parameter's gradient
+  on_change,  // hooks on backward's gradient accumulators watch; calls trust what they saw
+};
+
+namespace detail {
+
+// A gradient_arena's bookkeeping, shared by its copies and, weakly, by the hooks
+// on its parameters' gradient accumulators (a hook outliving its arena does nothing).
+class arena_state {
+ public:
+  static constexpr int kinds = 4;
+
+  arena_state() = default;
+  arena_state(const arena_state&) = delete;
+  arena_state& operator=(const arena_state&) = delete;
+
+  ~arena_state() {
+    for (auto& h : hooks_) h.node->del_post_hook(h.key);
+  }
+
+  // Slices the parameters and binds them; with on_change, hooks them (watch()).
+  void build(at::TensorList parameters, binding_check check) {
+    params_ = parameters.vec();
+    check_ = check;
     std::int64_t totals[kinds] = {0, 0, 0, 0};
     entries_.resize(params_.size());
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -398,64 +448,52 @@ class gradient_arena {
     bind();
   }
 
-  explicit gradient_arena(const std::vector<at::Tensor>& parameters) : gradient_arena(at::TensorList(parameters)) {}
-  explicit gradient_arena(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters)
-      : gradient_arena(at::TensorList(named_parameters.values())) {}
+  // Registers the hooks; the parameters that get none are checked on every call.
+  void watch(const std::shared_ptr<arena_state>& self) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      std::shared_ptr<::torch::autograd::Node> node;
+      if (entries_[i].kind >= 0 && p.is_leaf()) node = ::torch::autograd::impl::grad_accumulator(p);
+      if (!node) {
+        unwatched_.push_back(i);
+        continue;
+      }
+      // The node is kept alive here: the parameter holds it weakly, and a node
+      // made again for the next backward would have no hook.
+      const std::uintptr_t key = node->add_post_hook(std::make_unique<accumulate_hook>(self, i));
+      hooks_.push_back({std::move(node), key});
+    }
+  }
 
-  // Makes every sliced parameter's gradient its slice (see above); returns how many
-  // gradients it had to bind (0: all were bound).
   std::size_t bind() {
     // A flat tensor changed by its user (resized, strided, set_ elsewhere) is
     // replaced: every slice of its dtype is then bound again, onto the new one.
     for (int k = 0; k < kinds; ++k) {
       if (!has_kind(k)) continue;
-      if (!flat_[k].defined() || !flat_[k].is_contiguous() || flat_[k].numel() != total_[k] ||
-          flat_[k].scalar_type() != scalar_type_of(k) || !flat_[k].device().is_cpu()) {
-        flat_[k] = at::zeros({total_[k]}, at::TensorOptions().dtype(scalar_type_of(k)));
-      }
+      if (!flat_intact(k)) flat_[k] = at::zeros({total_[k]}, at::TensorOptions().dtype(scalar_type_of(k)));
       base_[k] = flat_[k].data_ptr();
       storage_[k] = flat_[k].storage().unsafeGetStorageImpl();
       offset_[k] = flat_[k].storage_offset();
     }
     std::size_t rebound = 0;
+    bool all = true;
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      auto& e = entries_[i];
-      if (e.kind < 0 || entry_bound(i)) continue;
-      auto& p = params_[i];
-      auto& flat = flat_[e.kind];
-      // The parameter's shape, contiguous strides, over [offset, offset + numel) of
-      // the arena's storage: an alias of the storage, no autograd view.
-      auto slice = at::empty({0}, flat.options());
-      slice.set_(flat.storage(), flat.storage_offset() + e.offset, p.sizes(), c10::contiguous_strides(p.sizes()));
-      const auto& g = p.grad();
-      if (g.defined()) {
-        ::torch::NoGradGuard no_grad;
-        // A gradient moved onto the arena's own memory (set_ onto another offset) may
-        // overlap its slice, which copy_ refuses: copied out first.
-        const bool shares = !g.is_sparse() && g.has_storage() &&
-                            g.storage().unsafeGetStorageImpl() == flat.storage().unsafeGetStorageImpl();
-        slice.copy_(g.is_sparse() ? g.to_dense() : shares ? g.clone() : g);
+      if (entries_[i].kind < 0 || entry_bound(i)) continue;
+      if (bind_entry(i)) {
+        ++rebound;
       } else {
-        slice.zero_();
+        all = false;
       }
-      p.mutable_grad() = std::move(slice);
-      ++rebound;
     }
+    // on_change: settled when every slice is bound; else the calls check in full.
+    changed_.store(!all, std::memory_order_relaxed);
     return rebound;
   }
 
-  // Whether every sliced parameter's gradient is its slice and the others have
-  // none: then clip_grad_norm_(arena) runs on flat(), one run per dtype.
+  // Every parameter checked (see gradient_arena). A pass also tells on_change that
+  // what its hooks reported is settled.
   bool bound() const {
-    if (duplicates_) return false;
-    for (int k = 0; k < kinds; ++k) {
-      if (flat_[k].defined() && (!flat_[k].is_contiguous() || flat_[k].numel() != total_[k] ||
-                                 flat_[k].data_ptr() != base_[k] ||
-                                 flat_[k].storage().unsafeGetStorageImpl() != storage_[k] ||
-                                 flat_[k].storage_offset() != offset_[k])) {
-        return false;
-      }
-    }
+    if (duplicates_ || !flats_unchanged()) return false;
     // A parameter's gradient is three allocations away (the parameter's TensorImpl,
     // its autograd metadata, the gradient's TensorImpl), each a likely cache miss
     // with thousands of parameters: blocks of 64 fetch the gradients' TensorImpls
@@ -467,33 +505,50 @@ class gradient_arena {
       const std::size_t count = n - first < block ? n - first : block;
       for (std::size_t j = 0; j < count; ++j) {
         const std::size_t i = first + j;
-        if (i + 2 * ahead < n) detail::prefetch(params_[i + 2 * ahead].unsafeGetTensorImpl());
-        if (i + ahead < n) detail::prefetch(params_[i + ahead].unsafeGetTensorImpl()->autograd_meta());
+        if (i + 2 * ahead < n) prefetch(params_[i + 2 * ahead].unsafeGetTensorImpl());
+        if (i + ahead < n) prefetch(params_[i + ahead].unsafeGetTensorImpl()->autograd_meta());
         grads[j] = params_[i].unsafeGetTensorImpl()->grad().unsafeGetTensorImpl();
       }
       for (std::size_t j = 0; j < count; ++j) {
-        if (j + ahead < count) detail::prefetch(grads[j + ahead]);
-        const std::size_t i = first + j;
-        const bool ok = entries_[i].kind < 0 ? grads[j] == c10::UndefinedTensorImpl::singleton()  // no gradient
-                                             : entry_bound(entries_[i], grads[j]);
-        if (!ok) return false;
+        if (j + ahead < count) prefetch(grads[j + ahead]);
+        if (!entry_bound(entries_[first + j], grads[j])) return false;
       }
+    }
+    changed_.store(false, std::memory_order_relaxed);
+    return true;
+  }
+
+  // What the calls ask: whether to run on the flat tensors.
+  bool runs_flat() const {
+    if (check_ == binding_check::per_clip || changed_.load(std::memory_order_acquire)) return bound();
+    if (duplicates_ || !flats_unchanged()) return false;
+    for (const std::size_t i : unwatched_) {
+      if (!entry_bound(entries_[i], params_[i].unsafeGetTensorImpl()->grad().unsafeGetTensorImpl())) return false;
     }
     return true;
   }
 
-  // The parameters, as given (clip_grad_norm_(arena) is the call on these).
-  const std::vector<at::Tensor>& parameters() const noexcept { return params_; }
+  // The hook's work, after backward accumulated parameter i's gradient.
+  void after_accumulation(std::size_t i) noexcept {
+    if (entry_bound(i)) return;
+    changed_.store(true, std::memory_order_release);
+    if (!flat_intact(entries_[i].kind)) return;  // bind() replaces the flat tensor first
+    try {
+      bind_entry(i);
+    } catch (...) {
+      // A gradient the slice cannot take (copy_ refused it) stays as it is: the
+      // full check the flag asks for sees it, and the call takes the ordinary path.
+    }
+  }
 
-  // The flat tensor of a dtype (1-d, contiguous, CPU; the slices of that dtype's
-  // parameters end to end, in parameter order), or an undefined tensor when no
-  // sliced parameter has that dtype.
+  const std::vector<at::Tensor>& parameters() const noexcept { return params_; }
+  binding_check check() const noexcept { return check_; }
+
   at::Tensor flat(at::ScalarType dtype) const {
     const int k = kind_of(dtype);
     return k < 0 ? at::Tensor() : flat_[k];
   }
 
-  // The defined flat tensors, in the order float, double, half, bfloat16.
   std::vector<at::Tensor> flat() const {
     std::vector<at::Tensor> out;
     for (const auto& f : flat_)
@@ -501,26 +556,43 @@ class gradient_arena {
     return out;
   }
 
-  // Whether a parameter (by identity) has a slice.
   bool contains(const at::Tensor& parameter) const {
     for (std::size_t i = 0; i < params_.size(); ++i)
       if (entries_[i].kind >= 0 && params_[i].unsafeGetTensorImpl() == parameter.unsafeGetTensorImpl()) return true;
     return false;
   }
 
-  // For clip_grad_norm_ and clip_grad_value_: the flat tensors as one view per dtype.
-  void flat_groups(detail::grad_groups& out) const {
+  void flat_groups(grad_groups& out) const {
     for (const auto& f : flat_)
       if (f.defined() && f.numel() > 0) out.add(f);
   }
 
  private:
-  static constexpr int kinds = 4;
-
   struct entry {
     int kind = -1;  // index into flat_, -1: no slice
     std::int64_t offset = 0;
     std::int64_t numel = 0;
+  };
+
+  // The post hook on a parameter's gradient accumulator (autograd runs it after
+  // AccumulateGrad, on the thread that ran the node).
+  class accumulate_hook final : public ::torch::autograd::FunctionPostHook {
+   public:
+    accumulate_hook(const std::shared_ptr<arena_state>& state, std::size_t index) : state_(state), index_(index) {}
+    ::torch::autograd::variable_list operator()(const ::torch::autograd::variable_list& outputs,
+                                                const ::torch::autograd::variable_list&) override {
+      if (const auto s = state_.lock()) s->after_accumulation(index_);
+      return outputs;
+    }
+
+   private:
+    std::weak_ptr<arena_state> state_;
+    std::size_t index_;
+  };
+
+  struct hook_entry {
+    std::shared_ptr<::torch::autograd::Node> node;
+    std::uintptr_t key;
   };
 
   static int kind_of(at::ScalarType t) noexcept {
@@ -549,17 +621,67 @@ class gradient_arena {
     return false;
   }
 
-  // Whether parameter i's gradient covers exactly its slice: defined, of the slice's
-  // dtype, contiguous, not a negative view, numel() elements from the slice's first
-  // one in the current flat tensor's storage. Not its identity: Module::zero_grad
-  // replaces a gradient by grad.detach() (a new tensor over the same memory), which
-  // stays bound. Read from the gradient's TensorImpl alone (its storage's identity
-  // and offset, not the storage's data): this runs once per parameter per call.
+  // Whether flat tensor k is still what its slices were made in: defined, 1-d
+  // contiguous CPU of its dtype and size.
+  bool flat_intact(int k) const {
+    const auto& f = flat_[k];
+    return f.defined() && f.is_contiguous() && f.numel() == total_[k] && f.scalar_type() == scalar_type_of(k) &&
+           f.device().is_cpu();
+  }
+
+  // Whether every flat tensor is still the one the slices were bound into.
+  bool flats_unchanged() const {
+    for (int k = 0; k < kinds; ++k) {
+      if (flat_[k].defined() && (!flat_[k].is_contiguous() || flat_[k].numel() != total_[k] ||
+                                 flat_[k].data_ptr() != base_[k] ||
+                                 flat_[k].storage().unsafeGetStorageImpl() != storage_[k] ||
+                                 flat_[k].storage_offset() != offset_[k])) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Makes parameter i's gradient its slice: the parameter's shape, contiguous
+  // strides, over [offset, offset + numel) of the arena's storage (an alias of the
+  // storage, no autograd view), holding the gradient's values (zeros for none).
+  // False, and nothing changed, when the parameter's element count is no longer
+  // its slice's.
+  bool bind_entry(std::size_t i) {
+    const auto& e = entries_[i];
+    auto& p = params_[i];
+    if (p.numel() != e.numel) return false;
+    const auto& flat = flat_[e.kind];
+    auto slice = at::empty({0}, flat.options());
+    slice.set_(flat.storage(), flat.storage_offset() + e.offset, p.sizes(), c10::contiguous_strides(p.sizes()));
+    const auto& g = p.grad();
+    if (g.defined()) {
+      ::torch::NoGradGuard no_grad;
+      // A gradient moved onto the arena's own memory (set_ onto another offset) may
+      // overlap its slice, which copy_ refuses: copied out first.
+      const bool shares = !g.is_sparse() && g.has_storage() &&
+                          g.storage().unsafeGetStorageImpl() == flat.storage().unsafeGetStorageImpl();
+      slice.copy_(g.is_sparse() ? g.to_dense() : shares ? g.clone() : g);
+    } else {
+      slice.zero_();
+    }
+    p.mutable_grad() = std::move(slice);
+    return true;
+  }
+
   bool entry_bound(std::size_t i) const {
     return entry_bound(entries_[i], params_[i].unsafeGetTensorImpl()->grad().unsafeGetTensorImpl());
   }
 
+  // Whether a gradient g is what entry e needs: for a slice, g covers exactly it
+  // (defined, of the slice's dtype, contiguous, not a negative view, numel()
+  // elements from the slice's first one in the current flat tensor's storage).
+  // Not its identity: Module::zero_grad replaces a gradient by grad.detach() (a new
+  // tensor over the same memory), which stays bound. Read from the gradient's
+  // TensorImpl alone (its storage's identity and offset, not the storage's data).
+  // For a parameter without a slice: no gradient.
   bool entry_bound(const entry& e, const c10::TensorImpl* g) const {
+    if (e.kind < 0) return g == c10::UndefinedTensorImpl::singleton();
     // An undefined gradient (UndefinedTensorImpl) has no storage: a null StorageImpl.
     if (g->unsafe_storage().unsafeGetStorageImpl() != storage_[e.kind] ||
         g->storage_offset() != offset_[e.kind] + e.offset || g->numel() != e.numel ||
@@ -578,13 +700,70 @@ class gradient_arena {
   const c10::StorageImpl* storage_[kinds] = {nullptr, nullptr, nullptr, nullptr};  // and its storage
   std::int64_t offset_[kinds] = {0, 0, 0, 0};                                     // and its storage offset
   bool duplicates_ = false;
+  binding_check check_ = binding_check::per_clip;
+  std::vector<std::size_t> unwatched_;  // on_change: parameters without a hook, checked on every call
+  std::vector<hook_entry> hooks_;
+  // on_change: a hook saw a gradient off its slice since the last full check.
+  mutable std::atomic<bool> changed_{false};
+};
+
+}  // namespace detail
+
+class gradient_arena {
+ public:
+  gradient_arena() : s_(std::make_shared<detail::arena_state>()) {}
+
+  explicit gradient_arena(at::TensorList parameters, binding_check check = binding_check::per_clip)
+      : gradient_arena() {
+    s_->build(parameters, check);
+    if (check == binding_check::on_change) s_->watch(s_);
+  }
+
+  explicit gradient_arena(const std::vector<at::Tensor>& parameters, binding_check check = binding_check::per_clip)
+      : gradient_arena(at::TensorList(parameters), check) {}
+  explicit gradient_arena(const ::torch::OrderedDict<std::string, at::Tensor>& named_parameters,
+                          binding_check check = binding_check::per_clip)
+      : gradient_arena(at::TensorList(named_parameters.values()), check) {}
+
+  // Makes every sliced parameter's gradient its slice (see above); returns how many
+  // gradients it bound (0: all were bound).
+  std::size_t bind() { return s_->bind(); }
+
+  // Whether every sliced parameter's gradient is its slice and the others have
+  // none, checked parameter by parameter (what binding_check::per_clip does on
+  // every call).
+  bool bound() const { return s_->bound(); }
+
+  binding_check check() const noexcept { return s_->check(); }
+
+  // The parameters, as given (clip_grad_norm_(arena) is the call on these).
+  const std::vector<at::Tensor>& parameters() const noexcept { return s_->parameters(); }
+
+  // The flat tensor of a dtype (1-d, contiguous, CPU; the slices of that dtype's
+  // parameters end to end, in parameter order), or an undefined tensor when no
+  // sliced parameter has that dtype.
+  at::Tensor flat(at::ScalarType dtype) const { return s_->flat(dtype); }
+
+  // The defined flat tensors, in the order float, double, half, bfloat16.
+  std::vector<at::Tensor> flat() const { return s_->flat(); }
+
+  // Whether a parameter (by identity) has a slice.
+  bool contains(const at::Tensor& parameter) const { return s_->contains(parameter); }
+
+  // For clip_grad_norm_ and clip_grad_value_: whether to run on the flat tensors
+  // (the binding_check's answer), and those as one view per dtype.
+  bool runs_flat() const { return s_->runs_flat(); }
+  void flat_groups(detail::grad_groups& out) const { s_->flat_groups(out); }
+
+ private:
+  std::shared_ptr<detail::arena_state> s_;
 };
 
 // clip_grad_norm_ on the arena's parameters: one run per dtype over flat() when
-// arena.bound(), else the call on arena.parameters() (see gradient_arena).
+// the gradients are bound, else the call on arena.parameters() (see gradient_arena).
 inline double clip_grad_norm_(const gradient_arena& arena, double max_norm, double norm_type = 2.0,
                               bool error_if_nonfinite = false) {
-  if (!detail::valid_norm_args(max_norm, norm_type) || !arena.bound()) {
+  if (!detail::valid_norm_args(max_norm, norm_type) || !arena.runs_flat()) {
     return clip_grad_norm_(at::TensorList(arena.parameters()), max_norm, norm_type, error_if_nonfinite);
   }
   detail::grad_groups groups;
@@ -592,9 +771,9 @@ inline double clip_grad_norm_(const gradient_arena& arena, double max_norm, doub
   return groups.clip_norm(max_norm, norm_type, error_if_nonfinite);
 }
 
-// clip_grad_value_ on the arena's parameters (over flat() when arena.bound()).
+// clip_grad_value_ on the arena's parameters (over flat() when the gradients are bound).
 inline void clip_grad_value_(const gradient_arena& arena, double clip_value) {
-  if (gradclip::detail::is_nan(clip_value) || clip_value < 0.0 || !arena.bound()) {
+  if (gradclip::detail::is_nan(clip_value) || clip_value < 0.0 || !arena.runs_flat()) {
     clip_grad_value_(at::TensorList(arena.parameters()), clip_value);
     return;
   }

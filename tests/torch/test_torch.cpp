@@ -1265,3 +1265,162 @@ TEST_CASE("gradient_arena: half and bfloat16 slices, a parameter listed twice, o
   }
   CHECK(gradclip::torch::clip_grad_norm_(twice, 100.0) == Approx(std::sqrt(8.0)));
 }
+
+// ---- binding_check::on_change: hooks on the gradient accumulators keep backward's gradients in
+// the arena, and calls trust what the hooks saw.
+
+TEST_CASE("gradient_arena on_change: no bind() needed around backward; clip matches libtorch", "[torch][arena]") {
+  for (const bool set_to_none : {false, true}) {
+    INFO("set_to_none = " << set_to_none);
+    at::manual_seed(7);
+    auto net = std::make_shared<small_net>();
+    auto ref = std::make_shared<small_net>();
+    copy_weights(*ref, *net);
+    gradclip::torch::gradient_arena arena(net->parameters(), gradclip::torch::binding_check::on_change);
+    REQUIRE(arena.check() == gradclip::torch::binding_check::on_change);
+    const auto flat = arena.flat(at::kFloat);
+    REQUIRE(arena.bound());
+    REQUIRE(arena.runs_flat());
+    ::torch::optim::SGD opt(net->parameters(), ::torch::optim::SGDOptions(0.01));
+    ::torch::optim::SGD opt_ref(ref->parameters(), ::torch::optim::SGDOptions(0.01));
+    for (std::int64_t step = 0; step < 4; ++step) {
+      INFO("step " << step);
+      net->zero_grad(set_to_none);  // never followed by bind()
+      ref->zero_grad(set_to_none);
+      loss_backward(*net, step, 1.0);
+      loss_backward(*net, step + 10, 0.5);
+      loss_backward(*ref, step, 1.0);
+      loss_backward(*ref, step + 10, 0.5);
+      // The hooks put every fresh gradient back into its slice, right after backward.
+      for (const auto& p : net->parameters()) {
+        if (!p.requires_grad()) continue;
+        REQUIRE(p.grad().defined());
+        CHECK(in_range(p.grad(), flat));
+      }
+      CHECK(arena.runs_flat());
+      CHECK(arena.bound());
+      const auto np = net->parameters(), rp = ref->parameters();
+      const double ours = gradclip::torch::clip_grad_norm_(arena, 0.25);
+      const double theirs = ::torch::nn::utils::clip_grad_norm_(rp, 0.25);
+      CHECK(std::fabs(ours - theirs) <= 1e-5 * theirs);
+      REQUIRE(theirs > 0.25);
+      for (std::size_t i = 0; i < np.size(); ++i) {
+        if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
+      }
+      opt.step();
+      opt_ref.step();
+    }
+    const auto np = net->parameters(), rp = ref->parameters();
+    for (std::size_t i = 0; i < np.size(); ++i) CHECK(max_rel(np[i], rp[i]) <= 1e-4);
+  }
+}
+
+namespace {
+std::shared_ptr<::torch::autograd::Node> accumulator_of(const at::Tensor& p) {
+  return ::torch::autograd::impl::grad_accumulator(p);
+}
+double norm_of(std::initializer_list<at::Tensor> ts) {
+  long double s = 0.0L;
+  for (const auto& t : ts) {
+    const auto d = t.to(at::kDouble).contiguous();
+    const double* x = d.data_ptr<double>();
+    for (std::int64_t i = 0; i < d.numel(); ++i) s += static_cast<long double>(x[i]) * x[i];
+  }
+  return static_cast<double>(std::sqrt(s));
+}
+}  // namespace
+
+TEST_CASE("gradient_arena on_change: unreached parameters, create_graph, what it trusts, hook lifetime",
+          "[torch][arena]") {
+  using gradclip::torch::binding_check;
+  auto a = at::randn({5}).requires_grad_();
+  auto b = at::randn({3, 2}).requires_grad_();
+  const auto node_a = accumulator_of(a), node_b = accumulator_of(b);
+  REQUIRE(node_a->post_hooks().empty());
+  {
+    gradclip::torch::gradient_arena arena(std::vector<at::Tensor>{a, b}, binding_check::on_change);
+    CHECK(node_a->post_hooks().size() == 1);
+    CHECK(node_b->post_hooks().size() == 1);
+    const auto flat = arena.flat(at::kFloat);
+    const auto huge = 1e30;
+
+    SECTION("set_to_none, then a backward that reaches only a: b's stale slice is not counted") {
+      (a.pow(2).sum() + b.pow(2).sum()).backward();
+      REQUIRE(arena.runs_flat());
+      a.mutable_grad().reset();
+      b.mutable_grad().reset();
+      a.pow(3).sum().backward();  // b not reached: no gradient, its slice still holds 2b
+      CHECK(in_range(a.grad(), flat));
+      CHECK_FALSE(b.grad().defined());
+      CHECK_FALSE(arena.runs_flat());
+      const double total = gradclip::torch::clip_grad_norm_(arena, huge);
+      CHECK(std::fabs(total - norm_of({3 * a.detach().pow(2)})) <= 1e-6 * total);
+      CHECK_FALSE(b.grad().defined());  // calls do not bind
+      REQUIRE(arena.bind() == 1);       // b: zeroed slice
+      CHECK(arena.runs_flat());
+      CHECK(b.grad().abs().max().item<double>() == 0.0);
+    }
+
+    SECTION("create_graph: backward replaces the gradients, the hooks put them back") {
+      (a.pow(2).sum() + b.pow(2).sum()).backward({}, /*retain_graph=*/true, /*create_graph=*/true);
+      (a.pow(2).sum()).backward({}, true, true);
+      CHECK(in_range(a.grad(), flat));
+      CHECK(in_range(b.grad(), flat));
+      CHECK(arena.runs_flat());
+      const double total = gradclip::torch::clip_grad_norm_(arena, huge);
+      CHECK(std::fabs(total - norm_of({4 * a.detach(), 2 * b.detach()})) <= 1e-6 * total);
+    }
+
+    SECTION("a gradient replaced outside backward without bind(): the call clips the stale slice (the promise)") {
+      (a.pow(2).sum() + b.pow(2).sum()).backward();
+      a.mutable_grad() = at::full({5}, 3.0f);  // outside backward: no hook sees it
+      CHECK_FALSE(arena.bound());
+      CHECK(arena.runs_flat());  // trusted
+      const double stale = gradclip::torch::clip_grad_norm_(arena, huge);
+      CHECK(std::fabs(stale - norm_of({2 * a.detach(), 2 * b.detach()})) <= 1e-6 * stale);
+      REQUIRE(arena.bind() == 1);  // the promise kept: bind() after the change
+      CHECK(in_range(a.grad(), flat));
+      const double total = gradclip::torch::clip_grad_norm_(arena, huge);
+      CHECK(std::fabs(total - norm_of({at::full({5}, 3.0), 2 * b.detach()})) <= 1e-6 * total);
+    }
+
+    SECTION("copies share the arena; the hooks stay while one lives") {
+      auto copy = std::make_unique<gradclip::torch::gradient_arena>(arena);
+      arena = gradclip::torch::gradient_arena();
+      CHECK(node_a->post_hooks().size() == 1);
+      (a.pow(2).sum() + b.pow(2).sum()).backward();
+      CHECK(copy->runs_flat());
+      copy.reset();
+      CHECK(node_a->post_hooks().empty());
+      CHECK(node_b->post_hooks().empty());
+    }
+  }
+  // The arena is gone: its hooks are removed, backward works as without it.
+  CHECK(node_a->post_hooks().empty());
+  CHECK(node_b->post_hooks().empty());
+  a.mutable_grad().reset();
+  a.sum().backward();
+  CHECK(a.grad().defined());
+}
+
+TEST_CASE("gradient_arena: a parameter resized after the arena was built is left out of it", "[torch][arena]") {
+  auto a = at::randn({5}).requires_grad_();
+  auto b = at::randn({3, 2}).requires_grad_();
+  gradclip::torch::gradient_arena arena(std::vector<at::Tensor>{a, b});
+  const auto flat = arena.flat(at::kFloat);
+  {
+    ::torch::NoGradGuard no_grad;
+    a.set_data(at::randn({7}));
+  }
+  a.mutable_grad().reset();
+  CHECK(arena.bind() == 0);  // a's slice no longer fits: a keeps no gradient
+  CHECK_FALSE(a.grad().defined());
+  CHECK_FALSE(arena.bound());
+  (a.pow(2).sum() + b.pow(2).sum()).backward();
+  CHECK_FALSE(in_range(a.grad(), flat));
+  CHECK(a.grad().numel() == 7);
+  CHECK(in_range(b.grad(), flat));
+  CHECK_FALSE(arena.runs_flat());
+  const double total = gradclip::torch::clip_grad_norm_(arena, 1e30);
+  CHECK(std::fabs(total - norm_of({2 * a.detach(), 2 * b.detach()})) <= 1e-6 * total);
+}
