@@ -1063,10 +1063,38 @@ double max_rel(const at::Tensor& a, const at::Tensor& b) {
   return r.numel() == 0 ? 0.0 : r.max().item<double>();
 }
 
+// The gradients agree before and after clip_grad_norm_ through the arena and libtorch's on the
+// reference (which must clip); then both optimizers step.
+void clip_and_step(const gradclip::torch::gradient_arena& arena, small_net& net, small_net& ref,
+                   ::torch::optim::Optimizer& opt, ::torch::optim::Optimizer& opt_ref) {
+  const auto np = net.parameters(), rp = ref.parameters();
+  for (std::size_t i = 0; i < np.size(); ++i) {
+    if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
+  }
+  const double max_norm = 0.25;
+  const double ours = gradclip::torch::clip_grad_norm_(arena, max_norm);
+  const double theirs = ::torch::nn::utils::clip_grad_norm_(rp, max_norm);
+  CHECK(std::fabs(ours - theirs) <= 1e-5 * theirs);
+  REQUIRE(theirs > max_norm);  // it clipped
+  for (std::size_t i = 0; i < np.size(); ++i) {
+    if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
+  }
+  opt.step();
+  opt_ref.step();
+}
+
+// The weights after the steps agree.
+void check_weights(small_net& net, small_net& ref) {
+  const auto np = net.parameters(), rp = ref.parameters();
+  for (std::size_t i = 0; i < np.size(); ++i) CHECK(max_rel(np[i], rp[i]) <= 1e-4);
+}
+
 }  // namespace
 }  // namespace arena_test
 
 using arena_test::small_net;
+using arena_test::clip_and_step;
+using arena_test::check_weights;
 using arena_test::copy_weights;
 using arena_test::loss_backward;
 using arena_test::in_range;
@@ -1125,24 +1153,9 @@ TEST_CASE("gradient_arena: backward writes into the arena; zero_grad both modes;
         CHECK(in_range(p.grad(), flat) == expect_bound);
       }
       REQUIRE(gradclip::torch::uses_gradclip(arena));
-      const auto np = net->parameters(), rp = ref->parameters();
-      for (std::size_t i = 0; i < np.size(); ++i) {
-        if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
-      }
-      const double max_norm = 0.25;
-      const double ours = gradclip::torch::clip_grad_norm_(arena, max_norm);
-      const double theirs = ::torch::nn::utils::clip_grad_norm_(rp, max_norm);
-      CHECK(std::fabs(ours - theirs) <= 1e-5 * theirs);
-      REQUIRE(theirs > max_norm);  // it clipped
-      for (std::size_t i = 0; i < np.size(); ++i) {
-        if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
-      }
-      opt.step();
-      opt_ref.step();
+      clip_and_step(arena, *net, *ref, opt, opt_ref);
     }
-    // The weights after four steps agree.
-    const auto np = net->parameters(), rp = ref->parameters();
-    for (std::size_t i = 0; i < np.size(); ++i) CHECK(max_rel(np[i], rp[i]) <= 1e-4);
+    check_weights(*net, *ref);
   }
 }
 
@@ -1299,19 +1312,9 @@ TEST_CASE("gradient_arena on_change: no bind() needed around backward; clip matc
       }
       CHECK(arena.runs_flat());
       CHECK(arena.bound());
-      const auto np = net->parameters(), rp = ref->parameters();
-      const double ours = gradclip::torch::clip_grad_norm_(arena, 0.25);
-      const double theirs = ::torch::nn::utils::clip_grad_norm_(rp, 0.25);
-      CHECK(std::fabs(ours - theirs) <= 1e-5 * theirs);
-      REQUIRE(theirs > 0.25);
-      for (std::size_t i = 0; i < np.size(); ++i) {
-        if (np[i].requires_grad()) CHECK(max_rel(np[i].grad(), rp[i].grad()) <= 1e-5);
-      }
-      opt.step();
-      opt_ref.step();
+      clip_and_step(arena, *net, *ref, opt, opt_ref);
     }
-    const auto np = net->parameters(), rp = ref->parameters();
-    for (std::size_t i = 0; i < np.size(); ++i) CHECK(max_rel(np[i], rp[i]) <= 1e-4);
+    check_weights(*net, *ref);
   }
 }
 
