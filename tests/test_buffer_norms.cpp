@@ -142,6 +142,29 @@ TEMPLATE_TEST_CASE("buffer norms through the range-safe rescue", "[buffer_norms]
   for (double p : norm_types) check_group(all_huge, p, norm_accuracy::fast, each_of_vector<T>);
 }
 
+// A buffer shorter than a block is range-checked by one comparison against
+// block_size * floor (2^-88 for float lanes, 2^-988 in double lanes) before the full
+// test against n * floor: a 16-element buffer whose sum of squares lies above that
+// bound, between the two, below n * floor (rescued), and far below, where the
+// squares themselves are subnormal (a missed rescue loses their precision).
+TEMPLATE_TEST_CASE("buffer norms of small buffers at the range check's bounds", "[buffer_norms][range]", float,
+                   double) {
+  using T = TestType;
+  constexpr bool f = std::is_same_v<T, float>;
+  const int exponents[] = {f ? -44 : -494, f ? -47 : -497, f ? -51 : -501, f ? -70 : -530};
+  for (int e : exponents) {
+    auto g = model<T>(25, {100, 16, 5});
+    for (Eigen::Index k = 0; k < g[1].size(); ++k) g[1][k] = static_cast<T>((k % 3 == 0 ? -1.0 : 1.0) * std::ldexp(1.0, e));
+    for (double p : norm_types) {
+      for (norm_accuracy a : accuracies) {
+        INFO("2^" << e << ", p = " << p << ", accuracy " << static_cast<int>(a));
+        check_group(g, p, a, each_of_vector<T>);
+        check_against_reference(g, p, a);
+      }
+    }
+  }
+}
+
 TEST_CASE("buffer norms of non-finite buffers", "[buffer_norms]") {
   auto g = model<float>(31, {10, 10, 5000, 10});
   g[1][3] = std::numeric_limits<float>::quiet_NaN();

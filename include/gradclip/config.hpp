@@ -33,6 +33,26 @@
 #define GRADCLIP_SIMD 0
 #endif
 
+// Forces inlining where the compiler's size limits would otherwise stop it: in a
+// large translation unit GCC stops inlining the per-buffer steps of a group's
+// pass, and their calls cost more than the work of a small buffer.
+// GRADCLIP_INLINE_LAMBDA: the same for a lambda, after its parameter list.
+// GRADCLIP_NOINLINE keeps a rare path (a range rescue) out of such a loop, where
+// its code would take registers from the common one.
+#if defined(__GNUC__) || defined(__clang__)
+#define GRADCLIP_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define GRADCLIP_INLINE_LAMBDA __attribute__((always_inline))
+#define GRADCLIP_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define GRADCLIP_ALWAYS_INLINE __forceinline
+#define GRADCLIP_INLINE_LAMBDA
+#define GRADCLIP_NOINLINE __declspec(noinline)
+#else
+#define GRADCLIP_ALWAYS_INLINE inline
+#define GRADCLIP_INLINE_LAMBDA
+#define GRADCLIP_NOINLINE
+#endif
+
 namespace gradclip {
 
 struct version_info {

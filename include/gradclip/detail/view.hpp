@@ -12,6 +12,7 @@
 
 #include <Eigen/Core>
 
+#include "../config.hpp"
 #include "element.hpp"
 
 namespace gradclip::detail {
@@ -35,7 +36,7 @@ strided_view<const T> to_const(const strided_view<T>& v) noexcept {
 
 // A view whose segments are adjacent and unit-stride is one contiguous segment.
 template <class T>
-strided_view<T> make_view(T* data, std::size_t inner, std::ptrdiff_t inner_stride, std::size_t outer,
+GRADCLIP_ALWAYS_INLINE strided_view<T> make_view(T* data, std::size_t inner, std::ptrdiff_t inner_stride, std::size_t outer,
                           std::ptrdiff_t outer_stride) noexcept {
   if (inner == 0 || outer == 0) return {data, 0, 1, 0, 0};
   if (inner == 1) {  // a single element per segment: the outer stride is the element stride
@@ -121,7 +122,7 @@ inline constexpr bool is_buffer_v = buffer_kind<typename unwrapped<plain_t<X>>::
 
 // The view of one buffer; const-ness follows the buffer's own data() access.
 template <class X>
-auto as_view(X& x) noexcept {
+GRADCLIP_ALWAYS_INLINE auto as_view(X& x) noexcept {
   using B = plain_t<X>;
   if constexpr (buffer_kind<B>::value == 1) {
     static_assert(int(B::Flags) & int(Eigen::DirectAccessBit),

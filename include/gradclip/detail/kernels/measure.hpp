@@ -7,8 +7,10 @@
 // in lane_count double lanes (arch/), the lanes are reduced in a fixed tree, block
 // sums are added with Neumaier compensation within a chunk, and chunk sums likewise
 // in chunk order (chunks may run on threads, parallel.hpp). Runs shorter than a
-// block, such as the many small buffers of a group, share one set of lanes
-// (sum_accumulator) so they cost no per-buffer reduction. Every rounding is fixed
+// block, such as the many small buffers of a group, are summed in lanes of their
+// own, folded to one vector by the first steps of the lanes' tree (target.hpp)
+// and added to one shared vector (sum_accumulator): no per-buffer reduction, and
+// a buffer's own sum is only the rest of its tree. Every rounding is fixed
 // by the data alone: the same input gives the same bits on every call, for any
 // alignment and any thread count.
 //
@@ -30,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -62,7 +65,7 @@ struct term_form {
 
 // f(term_form<K, Scaled>{}) for spec's term, L1 or L2 (Scaled: scale is not 1).
 template <class F>
-void with_term_form(const norm_spec& spec, double scale, F&& f) noexcept {
+GRADCLIP_ALWAYS_INLINE void with_term_form(const norm_spec& spec, double scale, F&& f) noexcept {
   if (spec.kind == norm_kind::l1) {
     scale == 1.0 ? f(term_form<term::abs, false>{}) : f(term_form<term::abs, true>{});
   } else {
@@ -292,27 +295,30 @@ constexpr bool sums_apart(const norm_spec& spec, double scale) noexcept {
 }
 
 // The sum of the terms of many views, each added whole: the lanes of short views
-// are added lane by lane and reduced once a block's worth of elements has gone in
-// (the many small buffers of a group cost no reduction each); what a view already
-// reduced is added to the compensated total, in order.
+// are folded (arch add_own), added lane by lane and reduced once a block's worth
+// of elements has gone in (the many small buffers of a group cost no reduction
+// each); what a view already reduced is added to the compensated total, in order.
+// The per-buffer steps are forced inline (config.hpp): in a large translation
+// unit GCC stopped inlining them, and the calls and the lanes' trips through
+// memory cost more than a small buffer's own work.
 class sum_accumulator {
  public:
   void add(const view_terms& t) noexcept {
     t.add_runs(total_);
     if (t.pending_ == 0) return;
-    for (std::size_t j = 0; j < lane_count; ++j) lanes_[j] += t.lanes_[j];
+    arch::add_folded(lanes_, t.lanes_);
     pending_ += t.pending_;
     if (pending_ >= block_size) flush();
   }
 
   // Adds a view's terms whole; with Own, returns the view's own sum (view_sum's bits).
   template <bool Own = false, class T>
-  double add(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
+  GRADCLIP_ALWAYS_INLINE double add(const strided_view<const T>& v, const norm_spec& spec, double scale) noexcept {
     const std::size_t n = v.size();
     if (n == 0) return 0.0;
     if (v.outer_size == 1 && v.inner_stride == 1 && n < block_size && sums_apart<T>(spec, scale)) {
       double own = 0.0;
-      with_term_form(spec, scale, [&](auto form) {
+      with_term_form(spec, scale, [&](auto form) GRADCLIP_INLINE_LAMBDA {
         using F = decltype(form);
         if constexpr (std::is_same_v<typename element_traits<T>::compute_type, float> && !F::scaled) {
           if (in_float_lanes<T>(spec)) {  // (sums_apart: only with scale 1)
@@ -340,14 +346,16 @@ class sum_accumulator {
   }
 
  private:
-  void flush() noexcept {
+  // (Inline: called out of line it takes the accumulator's address, and the
+  // lanes and counts then go through memory on every buffer.)
+  GRADCLIP_ALWAYS_INLINE void flush() noexcept {
     if (pending_ == 0) return;
-    total_.add(arch::reduce_lanes(lanes_));
+    total_.add(arch::reduce_folded(lanes_));
     for (double& l : lanes_) l = 0.0;
     pending_ = 0;
   }
 
-  double lanes_[lane_count] = {};
+  double lanes_[folded_lane_count] = {};
   std::size_t pending_ = 0;
   compensated_sum total_;
 };
@@ -381,10 +389,20 @@ constexpr double underflow_floor(const norm_spec& spec) noexcept {
 
 // For a range-checked sum of n terms: could it have overflowed, or lost precision
 // to underflow?
-inline bool needs_rescue(double sum, std::size_t n, const norm_spec& spec, double floor) noexcept {
+GRADCLIP_ALWAYS_INLINE bool needs_rescue(double sum, std::size_t n, const norm_spec& spec, double floor) noexcept {
   if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let the rescue tell which
   if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
   return sum < static_cast<double>(n) * floor;
+}
+
+// Passes both tests of needs_rescue for a sum of fewer than block_size terms, by
+// one comparison of bit patterns: a sum in [block_size * floor, DBL_MAX]. (Sums
+// are never negative; inf and NaN patterns, of either sign, fall outside.) The
+// per-buffer check of a group of small buffers, where needs_rescue's conversion
+// and product cost as much as the buffer's own sum.
+GRADCLIP_ALWAYS_INLINE bool short_sum_in_range(double sum, double floor) noexcept {
+  const std::uint64_t lo = bits_of(static_cast<double>(block_size) * floor);
+  return bits_of(sum) - lo <= bits_of(std::numeric_limits<double>::max()) - lo;
 }
 
 // The range-safe partial of a view: for float lanes, the exact sum (double lanes
@@ -416,12 +434,22 @@ inline norm_partial as_combined(const norm_partial& part, const norm_spec& spec)
   return acc.partial();
 }
 
+template <class T>
+GRADCLIP_NOINLINE norm_partial rescued_combined(strided_view<const T> v, norm_spec spec) noexcept {
+  return as_combined(rescued(v, spec), spec);
+}
+
 // The partial of a view whose fast sum is known: the bits measure gives for a
 // group of this view alone.
 template <class T>
-norm_partial checked(const strided_view<const T>& v, const norm_spec& spec, double fast) noexcept {
-  if (!range_checked<T>(spec) || !needs_rescue(fast, v.size(), spec, underflow_floor<T>(spec))) return {1.0, fast};
-  return as_combined(rescued(v, spec), spec);
+GRADCLIP_ALWAYS_INLINE norm_partial checked(const strided_view<const T>& v, const norm_spec& spec,
+                                            double fast) noexcept {
+  if (!range_checked<T>(spec)) return {1.0, fast};
+  const double floor = underflow_floor<T>(spec);
+  if ((v.size() < block_size && short_sum_in_range(fast, floor)) || !needs_rescue(fast, v.size(), spec, floor)) {
+    return {1.0, fast};
+  }
+  return rescued_combined(v, spec);
 }
 
 // ---- the stage ----------------------------------------------------------------
@@ -491,17 +519,20 @@ norm_partial measure(G&& g, const norm_spec& spec, Counted counted = {}, Report&
   std::size_t count = 0;
   bool any_checked = false;
   double floor = 0.0;
-  for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) {
+  // A copy whose address no call out of the loop takes (they get copies of it):
+  // the report's stores cannot alias it, so its fields stay in registers.
+  const norm_spec local = spec;
+  for_each_buffer_ahead(g, [&](std::size_t i, const auto& v) GRADCLIP_INLINE_LAMBDA {
     if (!counted(i)) {
-      if constexpr (reporting) report(i, measure_view(to_const(v), spec));
+      if constexpr (reporting) report(i, measure_view(to_const(v), norm_spec(local)));
       return;
     }
     using T = std::remove_const_t<view_element_t<std::decay_t<decltype(v)>>>;
-    any_checked = any_checked || range_checked<T>(spec);
-    floor = std::max(floor, underflow_floor<T>(spec));
+    any_checked = any_checked || range_checked<T>(local);
+    floor = std::max(floor, underflow_floor<T>(local));
     count += v.size();
-    const double own = fast.add<reporting>(to_const(v), spec, 1.0);
-    if constexpr (reporting) report(i, checked(to_const(v), spec, own));
+    const double own = fast.add<reporting>(to_const(v), local, 1.0);
+    if constexpr (reporting) report(i, checked(to_const(v), local, own));
   });
   const double sum = fast.finish();
   if (!any_checked || !needs_rescue(sum, count, spec, floor)) return {1.0, sum};

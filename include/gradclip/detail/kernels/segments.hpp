@@ -39,13 +39,13 @@ inline constexpr std::size_t buffer_lookahead = 4;  // buffers ahead
 // buffers (a model's parameters) is otherwise read at memory latency, one buffer
 // after the other. Tuples and single buffers: as for_each_buffer.
 template <class G, class F>
-void for_each_buffer_ahead(G&& g, F&& f) {
+GRADCLIP_ALWAYS_INLINE void for_each_buffer_ahead(G&& g, F&& f) {
   using P = plain_t<G>;
   if constexpr (!is_strided_view<P>::value && !is_buffer_v<P> && group_kind<P>::value == 1) {
     auto it = std::begin(g);
     const auto end = std::end(g);
     auto ahead = it;  // buffer_lookahead buffers in front of it
-    const auto fetch = [&ahead] {
+    const auto fetch = [&ahead]() GRADCLIP_INLINE_LAMBDA {
       const auto v = as_view(unwrap(*ahead));
       const std::size_t run = v.inner_stride == 1 ? v.inner_size * sizeof(*v.data) : 1;
       prefetch_bytes(v.data, run < buffer_lookahead_bytes ? run : buffer_lookahead_bytes);

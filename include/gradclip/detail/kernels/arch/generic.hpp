@@ -42,27 +42,27 @@ struct generic_isa {
   // Tails are left to the scalar loop: no masked loads here.
   static constexpr bool partial_loads = false;
 
-  static vd load_widened(const float* p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd load_widened(const float* p) noexcept {
     typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
     half_vf f;
     std::memcpy(&f, p, sizeof f);
     return __builtin_convertvector(f, vd);
   }
 
-  static vd load_widened(const double* p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd load_widened(const double* p) noexcept {
     vd v;
     std::memcpy(&v, p, sizeof v);
     return v;
   }
 
   template <class T>
-  static vd load_widened_partial(const T* p, std::size_t m) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd load_widened_partial(const T* p, std::size_t m) noexcept {
     vd v = {};
     for (std::size_t k = 0; k < m; ++k) v[k] = static_cast<double>(p[k]);
     return v;
   }
 
-  static vd add_square(vd acc, vd v) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd add_square(vd acc, vd v) noexcept {
     if constexpr (fused_squares) {  // lane by lane, the same rounding as one vector FMA
       for (std::size_t k = 0; k < dwidth; ++k) acc[k] = std::fma(v[k], v[k], acc[k]);
       return acc;
@@ -71,7 +71,7 @@ struct generic_isa {
     }
   }
 
-  static vf add_square(vf acc, vf v) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vf add_square(vf acc, vf v) noexcept {
     if constexpr (fused_squares) {
       for (std::size_t k = 0; k < fwidth; ++k) acc[k] = std::fma(v[k], v[k], acc[k]);
       return acc;
@@ -80,19 +80,19 @@ struct generic_isa {
     }
   }
 
-  static vf load_float(const float* p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vf load_float(const float* p) noexcept {
     vf v;
     std::memcpy(&v, p, sizeof v);
     return v;
   }
 
   // bfloat16 is the upper half of a float.
-  static vf load_float(const Eigen::bfloat16* p) noexcept { return (vf)(widen_bits(p) << 16); }
+  GRADCLIP_ALWAYS_INLINE static vf load_float(const Eigen::bfloat16* p) noexcept { return (vf)(widen_bits(p) << 16); }
 
   // element_traits<Eigen::half>::to_compute, lane by lane: subnormals through an
   // exact integer conversion (no subnormal float arithmetic, so flush-to-zero
   // modes cannot change it), the others by rebiasing the exponent.
-  static vf load_float(const Eigen::half* p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vf load_float(const Eigen::half* p) noexcept {
     typedef std::int32_t vi32 __attribute__((vector_size(vector_bytes)));
     const vu32 u = widen_bits(p);
     const vu32 sign = (u & 0x8000u) << 16;
@@ -107,7 +107,7 @@ struct generic_isa {
   }
 
   // The lower and upper halves of a float vector, each as doubles.
-  static void widen_halves(vf v, vd& lo, vd& hi) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void widen_halves(vf v, vd& lo, vd& hi) noexcept {
     typedef float half_vf __attribute__((vector_size(vector_bytes / 2)));
     half_vf l, h;
     std::memcpy(&l, &v, sizeof l);
@@ -120,7 +120,7 @@ struct generic_isa {
   // (the scalar clamp's rule). NaN by its bits: under -ffinite-math-only the
   // compiler may turn the comparisons into min/max, which drop NaN.
   template <class V>
-  static V clamp_lanes(V v, V lo, V hi) noexcept {
+  GRADCLIP_ALWAYS_INLINE static V clamp_lanes(V v, V lo, V hi) noexcept {
     using E = std::remove_reference_t<decltype(v[0])>;
     using bits = std::conditional_t<sizeof(E) == 8, std::uint64_t, std::uint32_t>;
     typedef bits vbits __attribute__((vector_size(vector_bytes)));
@@ -132,29 +132,29 @@ struct generic_isa {
     return (V)(((vbits)v & ~(below | above)) | ((vbits)lo & below) | ((vbits)hi & above));
   }
 
-  static vd product_error(vd a, vd b, vd p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd product_error(vd a, vd b, vd p) noexcept {
     for (std::size_t k = 0; k < dwidth; ++k) a[k] = std::fma(a[k], b[k], -p[k]);
     return a;
   }
 
-  static vd sqrt(vd v) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd sqrt(vd v) noexcept {
     for (std::size_t k = 0; k < dwidth; ++k) v[k] = std::sqrt(v[k]);
     return v;
   }
 
   // Eigen's rounding, as a vector: bias by 0x7fff plus the kept part's last bit.
-  static void store_narrowed(Eigen::bfloat16* p, vf v) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void store_narrowed(Eigen::bfloat16* p, vf v) noexcept {
     typedef std::uint16_t vu16 __attribute__((vector_size(vector_bytes / 2)));
     const vu32 b = (vu32)v;
     const vu16 r = __builtin_convertvector((b + 0x7fffu + ((b >> 16) & 1u)) >> 16, vu16);
     std::memcpy(static_cast<void*>(p), &r, sizeof r);
   }
-  static void store_narrowed(Eigen::half* p, vf v) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void store_narrowed(Eigen::half* p, vf v) noexcept {
     for (std::size_t k = 0; k < fwidth; ++k) p[k] = Eigen::half(v[k]);
   }
 
   template <class T>
-  static vf load_float_partial(const T* p, std::size_t m) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vf load_float_partial(const T* p, std::size_t m) noexcept {
     vf v = {};
     for (std::size_t k = 0; k < m; ++k) v[k] = element_traits<T>::to_compute(p[k]);
     return v;
@@ -163,7 +163,7 @@ struct generic_isa {
  protected:
   // fwidth 16-bit patterns at p, zero-extended to 32 bits.
   template <class T>
-  static vu32 widen_bits(const T* p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vu32 widen_bits(const T* p) noexcept {
     typedef std::uint16_t vu16 __attribute__((vector_size(vector_bytes / 2)));
     vu16 h;
     std::memcpy(&h, p, sizeof h);

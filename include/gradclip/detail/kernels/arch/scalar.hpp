@@ -7,9 +7,12 @@
 //   accumulate_float<term>(acc, x, n, stream)         the same terms of float, half or bfloat16
 //                                                     summed in float lanes, in blocks (target.hpp)
 //   accumulate_own, accumulate_float_own(acc, ...)    the same terms summed in lanes of their own
-//                                                     (from 0), added to acc lane by lane; returns
-//                                                     reduce_lanes of them (when asked)
+//                                                     (from 0), folded and added to acc's
+//                                                     folded_lane_count lanes; returns reduce_lanes
+//                                                     of them (when asked)
+//   add_folded(acc, lanes)                            acc's folded lanes += lanes, folded
 //   reduce_lanes(acc)                                    the lanes summed in a fixed pairwise tree
+//   reduce_folded(acc)                                   folded lanes summed by the rest of that tree
 //   sqrt_unmarked(x, n)                                  x[i] = sqrt(x[i]), but -x[i] where x[i] < 0
 //                                                     (a value marked as final by its sign)
 //   max_magnitude_bits(x, n, stream)                     max of |x[i]|'s bit pattern (NaN above inf)
@@ -78,11 +81,9 @@ struct scalar_arch {
     }
   }
 
-  // acc[j % lane_count] += f[j] in ascending j: double lane d takes float lane d,
-  // then float lane d + lane_count.
   // A short buffer of a group: its terms summed in lanes of their own (its own
-  // sum, reduce_lanes of them, returned when Reduce) and those lanes added to the
-  // group's, one addition per lane.
+  // sum, reduce_lanes of them, returned when Reduce), folded and added to the
+  // group's folded lanes.
   template <term K, bool Scaled, bool Reduce, class T>
   static double accumulate_own(double* acc, const T* x, std::size_t n, double scale) noexcept {
     double lanes[lane_count] = {};
@@ -97,12 +98,26 @@ struct scalar_arch {
     return add_own<Reduce>(acc, lanes);
   }
 
+  // Folds lanes in place; acc[j] += lanes[j], j < folded_lane_count.
   template <bool Reduce>
   static double add_own(double* acc, double* lanes) noexcept {
-    for (std::size_t j = 0; j < lane_count; ++j) acc[j] += lanes[j];
-    return Reduce ? reduce_lanes(lanes) : 0.0;
+    for (std::size_t w = lane_count / 2; w >= folded_lane_count; w /= 2) {
+      for (std::size_t j = 0; j < w; ++j) lanes[j] += lanes[j + w];
+    }
+    for (std::size_t j = 0; j < folded_lane_count; ++j) acc[j] += lanes[j];
+    return Reduce ? reduce_folded(lanes) : 0.0;
   }
 
+  static void add_folded(double* acc, const double* lanes) noexcept {
+    double copy[lane_count];
+    std::memcpy(copy, lanes, sizeof copy);
+    add_own<false>(acc, copy);
+  }
+
+  static double reduce_folded(double* acc) noexcept { return reduce_lanes(acc, folded_lane_count / 2); }
+
+  // acc[j % lane_count] += f[j] in ascending j: double lane d takes float lane d,
+  // then float lane d + lane_count.
   static void flush_float_lanes(double* acc, const float* f) noexcept {
     for (std::size_t j = 0; j < float_lane_count; ++j) acc[j % lane_count] += static_cast<double>(f[j]);
   }

@@ -19,13 +19,13 @@ struct sse2_isa : generic_isa {
   static constexpr const char* name() noexcept { return "sse2"; }
 
   using generic_isa::load_widened;
-  static vd load_widened(const float* p) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd load_widened(const float* p) noexcept {
     double two;  // 8 bytes = 2 floats, loaded without reading past them
     std::memcpy(&two, p, sizeof two);
     return (vd)_mm_cvtps_pd(_mm_castpd_ps(_mm_load_sd(&two)));
   }
 
-  static vd sqrt(vd v) noexcept { return (vd)_mm_sqrt_pd((__m128d)v); }
+  GRADCLIP_ALWAYS_INLINE static vd sqrt(vd v) noexcept { return (vd)_mm_sqrt_pd((__m128d)v); }
 };
 
 }  // namespace gradclip::detail::kernels

@@ -29,6 +29,13 @@ inline constexpr std::size_t vector_bytes = 16;
 // latency.
 inline constexpr std::size_t lane_count = vector_bytes;
 
+// The lanes of a group's short buffers are added folded (sum_accumulator): the
+// first steps of reduce_lanes' tree, lane j += lane j + w for w = lane_count / 2
+// down to folded_lane_count, leave one vector's worth, and the rest of the tree
+// from there is a buffer's own sum. (The vector implementations fold in
+// registers: seven vector additions instead of eight lanes' loads and stores.)
+inline constexpr std::size_t folded_lane_count = lane_count / 8;
+
 // acc + v * v is rounded once where the target has FMA (half the instructions of
 // a multiply and an add in the norm's inner loop, and one rounding fewer).
 #if defined(__FMA__) || defined(__AVX512F__) || defined(__ARM_FEATURE_FMA)
@@ -98,6 +105,7 @@ inline void prefetch_ahead(const T* x, std::size_t count) noexcept {
 // element operations declare the others they need from their element type).
 inline constexpr std::size_t dwidth = vector_bytes / 8;  // doubles per vector
 inline constexpr std::size_t accumulators = lane_count / dwidth;
+static_assert(dwidth == folded_lane_count);
 
 typedef double vd __attribute__((vector_size(vector_bytes)));
 typedef std::uint64_t vu64 __attribute__((vector_size(vector_bytes)));

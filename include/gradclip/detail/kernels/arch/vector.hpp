@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "scalar.hpp"
 #include "target.hpp"
@@ -26,7 +27,7 @@ struct vector_arch {
   struct tail_share {
     std::size_t from, count;
   };
-  static constexpr tail_share share_of(std::size_t k, std::size_t width, std::size_t rest) noexcept {
+  GRADCLIP_ALWAYS_INLINE static constexpr tail_share share_of(std::size_t k, std::size_t width, std::size_t rest) noexcept {
     const std::size_t from = k * width < rest ? k * width : rest;
     return {from, rest - from < width ? rest - from : width};
   }
@@ -51,7 +52,7 @@ struct vector_arch {
   // in registers from the loads to acc (through a call they went to memory and
   // back: 0.78 of the time for a group of 10,000 x 100 floats).
   template <term K, bool Scaled, bool Reduce, class T>
-  __attribute__((flatten)) static double accumulate_own(double* acc, const T* x, std::size_t n,
+  GRADCLIP_ALWAYS_INLINE static double accumulate_own(double* acc, const T* x, std::size_t n,
                                                         double scale) noexcept {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
     vd a[accumulators] = {};
@@ -66,61 +67,70 @@ struct vector_arch {
   }
 
   template <term K, bool Reduce, class T>
-  __attribute__((flatten)) static double accumulate_float_own(double* acc, const T* x, std::size_t n) noexcept {
+  GRADCLIP_ALWAYS_INLINE static double accumulate_float_own(double* acc, const T* x, std::size_t n) noexcept {
     vd d[accumulators] = {};
     add_float_run<K>(d, x, n, false);
     return add_own<Reduce>(acc, d);
   }
 
-  static void load_lanes(vd* a, const double* acc) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void load_lanes(vd* a, const double* acc) noexcept {
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) a[k] = Isa::load_widened(acc + k * dwidth);
   }
-  static void store_lanes(double* acc, const vd* a) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void store_lanes(double* acc, const vd* a) noexcept {
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) {
       const vd v = a[k];
       std::memcpy(acc + k * dwidth, &v, sizeof v);
     }
   }
-  // scalar_arch::add_own in registers: acc += a, and with Reduce reduce_lanes(a).
+  // scalar_arch::add_own in registers: the lanes a folded to one vector (the
+  // vector tree: lane j of vector k is lane k * dwidth + j), added to acc's folded
+  // lanes, and with Reduce the rest of reduce_lanes' tree.
   template <bool Reduce>
-  static double add_own(double* acc, const vd* a) noexcept {
-    double sum = 0.0;
-    if constexpr (Reduce) {
-      vd r[accumulators] = {};  // (zeroed for cppcheck; every lane is set next)
+  GRADCLIP_ALWAYS_INLINE static double add_own(double* acc, const vd* a) noexcept {
+    vd r[accumulators] = {};  // (zeroed for cppcheck; every lane is set next)
 #pragma GCC unroll 16
-      for (std::size_t k = 0; k < accumulators; ++k) r[k] = a[k];
+    for (std::size_t k = 0; k < accumulators; ++k) r[k] = a[k];
 #pragma GCC unroll 8  // (rolled, the tree went through memory)
-      for (std::size_t w = accumulators / 2; w >= 1; w /= 2) {
+    for (std::size_t w = accumulators / 2; w >= 1; w /= 2) {
 #pragma GCC unroll 16
-        for (std::size_t k = 0; k < w; ++k) r[k] += r[k + w];
-      }
-      // Then scalar_arch::reduce_lanes' last steps within r[0], element by element
-      // in registers (a store and narrower reloads of it would stall on store
-      // forwarding, once per buffer).
-      double e[dwidth] = {};
-#pragma GCC unroll 16
-      for (std::size_t j = 0; j < dwidth; ++j) e[j] = r[0][j];
-#pragma GCC unroll 8
-      for (std::size_t w = dwidth / 2; w > 0; w /= 2) {
-#pragma GCC unroll 16
-        for (std::size_t j = 0; j < w; ++j) e[j] += e[j + w];
-      }
-      sum = e[0];
+      for (std::size_t k = 0; k < w; ++k) r[k] += r[k + w];
     }
-#pragma GCC unroll 16
-    for (std::size_t k = 0; k < accumulators; ++k) {
-      const vd v = Isa::load_widened(acc + k * dwidth) + a[k];
-      std::memcpy(acc + k * dwidth, &v, sizeof v);
-    }
-    return sum;
+    const vd folded = Isa::load_widened(acc) + r[0];
+    std::memcpy(acc, &folded, sizeof folded);
+    if constexpr (!Reduce) return 0.0;
+    return tree_sum(r[0]);
   }
+
+  // The rest of the tree within one vector, in registers: its low half plus its
+  // high half, down to one lane (a store and narrower reloads would stall on
+  // store forwarding, once per buffer; lane by lane, GCC extracts every lane).
+  template <class V>
+  GRADCLIP_ALWAYS_INLINE static double tree_sum(V v) noexcept {
+    if constexpr (sizeof(V) == 2 * sizeof(double)) {
+      return v[0] + v[1];
+    } else {
+      return tree_sum(halves_added(v, std::make_index_sequence<sizeof(V) / sizeof(double) / 2>{}));
+    }
+  }
+  template <class V, std::size_t... I>
+  GRADCLIP_ALWAYS_INLINE static auto halves_added(V v, std::index_sequence<I...>) noexcept {
+    return __builtin_shufflevector(v, v, I...) + __builtin_shufflevector(v, v, (I + sizeof...(I))...);
+  }
+
+  static void add_folded(double* acc, const double* lanes) noexcept {
+    vd a[accumulators];
+    load_lanes(a, lanes);
+    add_own<false>(acc, a);
+  }
+
+  static double reduce_folded(double* acc) noexcept { return scalar_arch::reduce_folded(acc); }
 
   // The terms of a run into the lanes a, whole vectors (and, with partial loads,
   // the tail); returns how far it got.
   template <term K, bool Scaled, class T>
-  static std::size_t add_terms_run(vd* a, const T* x, std::size_t n, double scale, bool stream) noexcept {
+  GRADCLIP_ALWAYS_INLINE static std::size_t add_terms_run(vd* a, const T* x, std::size_t n, double scale, bool stream) noexcept {
     std::size_t i = 0;
     for (; i + lane_count <= n; i += lane_count) {
       if (stream) prefetch_ahead(x + i, lane_count);
@@ -162,7 +172,7 @@ struct vector_arch {
 
   // The float-lane blocks of a run, flushed into the double lanes d.
   template <term K, class T>
-  static void add_float_run(vd* d, const T* x, std::size_t n, bool stream) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void add_float_run(vd* d, const T* x, std::size_t n, bool stream) noexcept {
     std::size_t i = 0;
     for (; i + float_block <= n;) {
       vf f[accumulators] = {};
@@ -410,12 +420,12 @@ struct vector_arch {
   }
 
   template <term K, class T>
-  static void add_iteration(vf* f, const T* x) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void add_iteration(vf* f, const T* x) noexcept {
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) f[k] = add_float_terms<K>(f[k], Isa::load_float(x + k * fwidth));
   }
 
-  static void flush(vd* d, const vf* f) noexcept {
+  GRADCLIP_ALWAYS_INLINE static void flush(vd* d, const vf* f) noexcept {
 #pragma GCC unroll 16
     for (std::size_t k = 0; k < accumulators; ++k) {
       vd lo, hi;
@@ -426,7 +436,7 @@ struct vector_arch {
   }
 
   template <term K>
-  static vf add_float_terms(vf acc, vf v) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vf add_float_terms(vf acc, vf v) noexcept {
     if constexpr (K == term::square) {
       return Isa::add_square(acc, v);
     } else {
@@ -435,7 +445,7 @@ struct vector_arch {
   }
 
   template <term K, bool Scaled>
-  static vd add_terms(vd acc, vd v, double scale) noexcept {
+  GRADCLIP_ALWAYS_INLINE static vd add_terms(vd acc, vd v, double scale) noexcept {
     if constexpr (Scaled) v *= scale;
     if constexpr (K == term::square) {
       return Isa::add_square(acc, v);
