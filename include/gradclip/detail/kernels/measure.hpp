@@ -435,7 +435,7 @@ inline norm_partial as_combined(const norm_partial& part, const norm_spec& spec)
 }
 
 template <class T>
-GRADCLIP_NOINLINE norm_partial rescued_combined(strided_view<const T> v, norm_spec spec) noexcept {
+GRADCLIP_NOINLINE norm_partial rescued_combined(const strided_view<const T>& v, const norm_spec& spec) noexcept {
   return as_combined(rescued(v, spec), spec);
 }
 
