@@ -387,22 +387,23 @@ constexpr double underflow_floor(const norm_spec& spec) noexcept {
   return in_float_lanes<T>(spec) ? 0x1p-100 : 0x1p-1000;
 }
 
-// For a range-checked sum of n terms: could it have overflowed, or lost precision
-// to underflow?
-GRADCLIP_ALWAYS_INLINE bool needs_rescue(double sum, std::size_t n, const norm_spec& spec, double floor) noexcept {
-  if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let the rescue tell which
-  if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
-  return sum < static_cast<double>(n) * floor;
-}
-
-// Passes both tests of needs_rescue for a sum of fewer than block_size terms, by
-// one comparison of bit patterns: a sum in [block_size * floor, DBL_MAX]. (Sums
-// are never negative; inf and NaN patterns, of either sign, fall outside.) The
-// per-buffer check of a group of small buffers, where needs_rescue's conversion
-// and product cost as much as the buffer's own sum.
+// A sum of fewer than block_size terms in [block_size * floor, DBL_MAX] passes
+// both tests of needs_rescue: one comparison of bit patterns (sums are never
+// negative; inf and NaN patterns, of either sign, fall outside). The per-buffer
+// check of a group of small buffers, where the full test's conversion and
+// product cost as much as the buffer's own sum.
 GRADCLIP_ALWAYS_INLINE bool short_sum_in_range(double sum, double floor) noexcept {
   const std::uint64_t lo = bits_of(static_cast<double>(block_size) * floor);
   return bits_of(sum) - lo <= bits_of(std::numeric_limits<double>::max()) - lo;
+}
+
+// For a range-checked sum of n terms: could it have overflowed, or lost precision
+// to underflow?
+GRADCLIP_ALWAYS_INLINE bool needs_rescue(double sum, std::size_t n, const norm_spec& spec, double floor) noexcept {
+  if (n < block_size && short_sum_in_range(sum, floor)) return false;
+  if (!(sum <= std::numeric_limits<double>::max())) return true;  // inf or NaN: let the rescue tell which
+  if (spec.kind == norm_kind::l1) return false;                    // sums of |x| cannot underflow
+  return sum < static_cast<double>(n) * floor;
 }
 
 // The range-safe partial of a view: for float lanes, the exact sum (double lanes
@@ -444,11 +445,7 @@ GRADCLIP_NOINLINE norm_partial rescued_combined(const strided_view<const T>& v, 
 template <class T>
 GRADCLIP_ALWAYS_INLINE norm_partial checked(const strided_view<const T>& v, const norm_spec& spec,
                                             double fast) noexcept {
-  if (!range_checked<T>(spec)) return {1.0, fast};
-  const double floor = underflow_floor<T>(spec);
-  if ((v.size() < block_size && short_sum_in_range(fast, floor)) || !needs_rescue(fast, v.size(), spec, floor)) {
-    return {1.0, fast};
-  }
+  if (!range_checked<T>(spec) || !needs_rescue(fast, v.size(), spec, underflow_floor<T>(spec))) return {1.0, fast};
   return rescued_combined(v, spec);
 }
 
