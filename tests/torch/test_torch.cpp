@@ -23,6 +23,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -1042,6 +1043,16 @@ void copy_weights(small_net& to, const small_net& from) {
   for (std::size_t i = 0; i < a.size(); ++i) a[i].copy_(b[i]);
 }
 
+// Two models with the same weights (seed 7): the first is clipped through the arena, the
+// second by libtorch.
+std::pair<std::shared_ptr<small_net>, std::shared_ptr<small_net>> twin_nets() {
+  at::manual_seed(7);
+  auto net = std::make_shared<small_net>();
+  auto ref = std::make_shared<small_net>();
+  copy_weights(*ref, *net);
+  return {net, ref};
+}
+
 double loss_backward(small_net& net, std::int64_t step, double scale) {
   at::manual_seed(100 + step);
   const auto x = at::randn({4, 2, 5, 5});
@@ -1095,7 +1106,7 @@ void check_weights(small_net& net, small_net& ref) {
 using arena_test::small_net;
 using arena_test::clip_and_step;
 using arena_test::check_weights;
-using arena_test::copy_weights;
+using arena_test::twin_nets;
 using arena_test::loss_backward;
 using arena_test::in_range;
 using arena_test::max_rel;
@@ -1104,10 +1115,7 @@ TEST_CASE("gradient_arena: backward writes into the arena; zero_grad both modes;
           "[torch][arena]") {
   for (const bool set_to_none : {false, true}) {
     INFO("set_to_none = " << set_to_none);
-    at::manual_seed(7);
-    auto net = std::make_shared<small_net>();
-    auto ref = std::make_shared<small_net>();
-    copy_weights(*ref, *net);
+    const auto [net, ref] = twin_nets();
     gradclip::torch::gradient_arena arena(net->parameters());
     REQUIRE(arena.flat().size() == 1);
     const auto flat = arena.flat(at::kFloat);
@@ -1285,10 +1293,7 @@ TEST_CASE("gradient_arena: half and bfloat16 slices, a parameter listed twice, o
 TEST_CASE("gradient_arena on_change: no bind() needed around backward; clip matches libtorch", "[torch][arena]") {
   for (const bool set_to_none : {false, true}) {
     INFO("set_to_none = " << set_to_none);
-    at::manual_seed(7);
-    auto net = std::make_shared<small_net>();
-    auto ref = std::make_shared<small_net>();
-    copy_weights(*ref, *net);
+    const auto [net, ref] = twin_nets();
     gradclip::torch::gradient_arena arena(net->parameters(), gradclip::torch::binding_check::on_change);
     REQUIRE(arena.check() == gradclip::torch::binding_check::on_change);
     const auto flat = arena.flat(at::kFloat);
